@@ -1,0 +1,40 @@
+# Ordo: the commands a developer needs. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help run test test-deps lint fmt schemas broker bench clean-test-dbs
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+run: ## start everything with demo data
+	@echo "make run: the services are not built yet; see README.md for what exists today" >&2
+	@exit 1
+
+test-deps:
+	@scripts/ensure-postgres.sh
+	@scripts/install-broker.sh
+
+test: test-deps ## the whole suite (real Postgres and a real broker)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint: ## formatting check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+schemas: ## regenerate the JSON Schema files under schemas/json
+	UPDATE_SCHEMAS=1 $(CARGO) test -p ordo-schemas --test schema_files
+
+broker: ## run the local broker on 127.0.0.1:9092 in the foreground
+	scripts/broker.sh 9092
+
+clean-test-dbs: ## drop databases left behind by interrupted tests
+	@psql -h 127.0.0.1 -U postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'ordo_t_%'" \
+		| xargs -r -I{} psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)'

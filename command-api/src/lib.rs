@@ -1,0 +1,1 @@
+//! The HTTP write side of Ordo

@@ -1,0 +1,242 @@
+//! Hash-chain verification: recomputes every event's hash from the stored columns and names
+//! each broken link (changed payload, missing version, reordered events, wrong stream head).
+
+use ordo_schemas::{StreamCategory, StreamRef};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::hash::{event_hash, HashInput};
+use crate::read::{event_from_row, EVENT_COLUMNS};
+use crate::types::{parse_category, RecordedEvent};
+
+/// Events read per round trip while walking the log; memory stays bounded by it.
+const BATCH: i64 = 5_000;
+
+/// What is wrong at one link of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum LinkProblem {
+    /// The stored hash does not match the event's content: the event was altered.
+    HashMismatch { stored: String, computed: String },
+    /// The event does not point at its predecessor's hash: events were reordered or replaced.
+    PrevHashMismatch { stored: Option<String>, expected: Option<String> },
+    /// Versions before this event are missing: events were deleted.
+    MissingVersions { from: i64, to: i64 },
+    /// The stream head does not match the last stored event: events were removed at the end.
+    HeadMismatch { head_version: i64, last_version: Option<i64> },
+}
+
+/// One broken link, located by stream, version and position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    pub category: StreamCategory,
+    pub stream_id: Uuid,
+    pub version: i64,
+    pub position: Option<i64>,
+    #[serde(flatten)]
+    pub problem: LinkProblem,
+}
+
+/// The result of checking one stream, a category or the whole log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    /// Events whose hash was recomputed.
+    pub checked: u64,
+    pub streams: u64,
+    pub broken: Vec<BrokenLink>,
+}
+
+/// The walk's position inside the current stream.
+struct ChainState {
+    stream: StreamRef,
+    last_version: i64,
+    last_hash: Option<Vec<u8>>,
+}
+
+/// Checks the chains of one stream, one category, or (both `None`) the whole log.
+pub async fn verify(
+    pool: &PgPool,
+    category: Option<StreamCategory>,
+    stream_id: Option<Uuid>,
+) -> Result<VerifyReport, StoreError> {
+    let mut report = VerifyReport::default();
+    let mut state: Option<ChainState> = None;
+    let mut after: (String, Uuid, i64) = (String::new(), Uuid::nil(), 0);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE ($1::text IS NULL OR category = $1) AND ($2::uuid IS NULL OR stream_id = $2) \
+           AND (category, stream_id, version) > ($3, $4, $5) \
+         ORDER BY category, stream_id, version LIMIT $6"
+    );
+    loop {
+        let rows = sqlx::query(&sql)
+            .bind(category.map(|c| c.as_str()))
+            .bind(stream_id)
+            .bind(&after.0)
+            .bind(after.1)
+            .bind(after.2)
+            .bind(BATCH)
+            .fetch_all(pool)
+            .await?;
+        for row in &rows {
+            let event = event_from_row(row)?;
+            check_event(&mut state, &event, &mut report);
+        }
+        match rows.last() {
+            Some(row) if rows.len() as i64 == BATCH => {
+                after = (row.try_get("category")?, row.try_get("stream_id")?, row.try_get("version")?);
+            }
+            _ => break,
+        }
+    }
+    report.broken.extend(head_mismatches(pool, category, stream_id).await?);
+    report.broken.sort_by_key(|b| (b.category, b.stream_id, b.version));
+    report.ok = report.broken.is_empty();
+    Ok(report)
+}
+
+fn check_event(state: &mut Option<ChainState>, event: &RecordedEvent, report: &mut VerifyReport) {
+    if state.as_ref().map(|s| s.stream) != Some(event.stream) {
+        report.streams += 1;
+        *state = Some(ChainState { stream: event.stream, last_version: 0, last_hash: None });
+    }
+    let Some(chain) = state.as_mut() else { return };
+    report.checked += 1;
+    let link = |problem| BrokenLink {
+        category: event.stream.category,
+        stream_id: event.stream.id,
+        version: event.version,
+        position: Some(event.position),
+        problem,
+    };
+    if event.version != chain.last_version + 1 {
+        report.broken.push(link(LinkProblem::MissingVersions { from: chain.last_version + 1, to: event.version - 1 }));
+    } else if event.prev_hash != chain.last_hash {
+        report.broken.push(link(LinkProblem::PrevHashMismatch {
+            stored: event.prev_hash.as_ref().map(hex::encode),
+            expected: chain.last_hash.as_ref().map(hex::encode),
+        }));
+    } else {
+        let computed = recompute(event);
+        if computed.as_slice() != event.hash.as_slice() {
+            report.broken.push(link(LinkProblem::HashMismatch {
+                stored: hex::encode(&event.hash),
+                computed: hex::encode(computed),
+            }));
+        }
+    }
+    chain.last_version = event.version;
+    chain.last_hash = Some(event.hash.clone());
+}
+
+/// The hash an event should carry given the prev_hash it stores.
+pub fn recompute(event: &RecordedEvent) -> [u8; 32] {
+    event_hash(
+        event.prev_hash.as_deref(),
+        &HashInput {
+            category: event.stream.category.as_str(),
+            stream_id: event.stream.id,
+            version: event.version,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            data: &event.data,
+            metadata: &event.metadata,
+            recorded_at: event.recorded_at,
+        },
+    )
+}
+
+async fn head_mismatches(
+    pool: &PgPool,
+    category: Option<StreamCategory>,
+    stream_id: Option<Uuid>,
+) -> Result<Vec<BrokenLink>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT s.category, s.stream_id, s.version, e.version AS last_version \
+         FROM streams s LEFT JOIN LATERAL ( \
+             SELECT version, hash FROM events \
+             WHERE category = s.category AND stream_id = s.stream_id ORDER BY version DESC LIMIT 1) e ON true \
+         WHERE ($1::text IS NULL OR s.category = $1) AND ($2::uuid IS NULL OR s.stream_id = $2) \
+           AND (e.version IS DISTINCT FROM s.version OR e.hash IS DISTINCT FROM s.head_hash)",
+    )
+    .bind(category.map(|c| c.as_str()))
+    .bind(stream_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let category: String = r.try_get("category")?;
+            let head_version: i64 = r.try_get("version")?;
+            Ok(BrokenLink {
+                category: parse_category(&category)?,
+                stream_id: r.try_get("stream_id")?,
+                version: head_version,
+                position: None,
+                problem: LinkProblem::HeadMismatch { head_version, last_version: r.try_get("last_version")? },
+            })
+        })
+        .collect()
+}
+
+/// Whether a stream's current history still extends a digest saved earlier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DigestProof {
+    /// True when the chain up to the head is intact and its event at `version` has `head_hash`.
+    pub extends: bool,
+    pub version: i64,
+    pub head_hash: String,
+    pub current_version: i64,
+    pub current_head_hash: Option<String>,
+    /// Every broken link found in the stream (empty when `extends`).
+    pub broken: Vec<BrokenLink>,
+    /// Why the proof failed, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Proves (or refutes) that the stream's current history extends the digest `(version, head_hash)`.
+pub async fn prove_digest(
+    pool: &PgPool,
+    stream: StreamRef,
+    version: i64,
+    head_hash: &str,
+) -> Result<DigestProof, StoreError> {
+    let report = verify(pool, Some(stream.category), Some(stream.id)).await?;
+    let at: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT hash FROM events WHERE category = $1 AND stream_id = $2 AND version = $3")
+            .bind(stream.category.as_str())
+            .bind(stream.id)
+            .bind(version)
+            .fetch_optional(pool)
+            .await?;
+    let head = sqlx::query("SELECT version, head_hash FROM streams WHERE category = $1 AND stream_id = $2")
+        .bind(stream.category.as_str())
+        .bind(stream.id)
+        .fetch_optional(pool)
+        .await?;
+    let (current_version, current_head_hash) = match head {
+        Some(r) => (r.try_get::<i64, _>("version")?, Some(hex::encode(r.try_get::<Vec<u8>, _>("head_hash")?))),
+        None => (0, None),
+    };
+    let reason = match at {
+        None => Some(format!("the stream has no event at version {version}")),
+        Some(h) if !hex::encode(&h).eq_ignore_ascii_case(head_hash) => {
+            Some(format!("the event at version {version} no longer has the saved hash"))
+        }
+        Some(_) if !report.ok => Some("the chain is broken".to_owned()),
+        Some(_) => None,
+    };
+    Ok(DigestProof {
+        extends: reason.is_none(),
+        version,
+        head_hash: head_hash.to_owned(),
+        current_version,
+        current_head_hash,
+        broken: report.broken,
+        reason,
+    })
+}

@@ -1,0 +1,1 @@
+//! Kafka consumer-group workers that build Ordo read models

@@ -1,0 +1,1 @@
+//! The HTTP read side of Ordo and its audit endpoints

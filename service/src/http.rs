@@ -1,0 +1,127 @@
+//! The HTTP edge both APIs share: a JSON extractor answering in problem+json, the middleware
+//! stack (request ids, trace spans, request metrics, body limit, timeout) and serving with
+//! graceful shutdown.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { body_bytes: 64 * 1024, timeout: Duration::from_secs(10) }
+    }
+}
+
+/// `axum::Json` whose rejections are problem+json: 415 without a JSON content type, 400 for
+/// malformed JSON, 422 for well-formed JSON of the wrong shape, 413 for an oversized body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_problem(&rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: &JsonRejection) -> Problem {
+    let status = rejection.status();
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // serde names the path of the first offending field.
+            let text = e.body_text();
+            let field = text.split(':').nth(1).map(|s| s.trim().to_owned()).unwrap_or_else(|| "body".into());
+            Problem::validation(vec![crate::problem::FieldProblem { field, message: text }])
+        }
+        JsonRejection::JsonSyntaxError(_) => Problem::new(status, "malformed_json", rejection.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            Problem::new(status, "unsupported_media_type", "expected content-type: application/json")
+        }
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(status, "payload_too_large", "the request body is larger than allowed")
+        }
+        _ => Problem::new(status, "bad_request", rejection.body_text()),
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Applies the shared middleware to an API router.
+pub fn layers(router: Router, limits: Limits) -> Router {
+    let timeout = limits.timeout;
+    router
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| async move {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(resp) => resp,
+                Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+                    .into_response(),
+            }
+        }))
+        .layer(axum::middleware::from_fn(record_metrics))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
+            tracing::info_span!(
+                "request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = request_id.unwrap_or_default(),
+            )
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("ordo_http_requests_total", &labels).increment(1);
+    metrics::histogram!("ordo_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service()).with_graceful_shutdown(shutdown).await
+}

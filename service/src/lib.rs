@@ -1,0 +1,16 @@
+//! The edge every Ordo process shares: telemetry, Prometheus metrics, the ops endpoints
+//! (`/healthz`, `/readyz`, `/metrics`), JWT authentication, problem+json errors, a JSON
+//! extractor that answers in that format, W3C trace context, the middleware stack and graceful
+//! shutdown.
+
+pub mod auth;
+pub mod http;
+pub mod ops;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;
+
+pub use auth::{Claims, JwtKeys, Principal};
+pub use problem::Problem;
+pub use trace_context::TraceContext;

@@ -1,0 +1,81 @@
+//! `/healthz`, `/readyz` and `/metrics`, served by every process (on the API port for the two
+//! HTTP APIs, on a small ops listener for the workers).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A readiness check: resolves to `Err(reason)` while the process cannot do its work.
+pub type ReadinessCheck = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// Wraps an async closure as a [`ReadinessCheck`].
+pub fn check<F, Fut>(f: F) -> ReadinessCheck
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()))
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (only possible in tests): render an empty one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// The ops routes; `checks` all must pass for `/readyz` to answer 200.
+pub fn router(checks: Vec<(&'static str, ReadinessCheck)>) -> Router {
+    let handle = metrics_handle();
+    let checks = Arc::new(checks);
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let checks = checks.clone();
+                async move {
+                    let mut failed = serde_json::Map::new();
+                    for (name, check) in checks.iter() {
+                        if let Err(reason) = check().await {
+                            failed.insert((*name).to_owned(), reason.into());
+                        }
+                    }
+                    if failed.is_empty() {
+                        (StatusCode::OK, Json(json!({"status": "ready"})))
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "failed": failed})))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    handle.run_upkeep();
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+                }
+            }),
+        )
+}

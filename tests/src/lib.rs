@@ -1,0 +1,1 @@
+//! Cross-process integration and end-to-end tests of Ordo
