@@ -8,6 +8,7 @@
 //! (`make schemas` rewrites them).
 
 pub mod commands;
+pub mod consistency;
 pub mod envelope;
 pub mod event;
 pub mod events;
@@ -17,6 +18,7 @@ pub mod status;
 pub mod values;
 
 pub use commands::*;
+pub use consistency::{ConsistencyToken, MalformedToken};
 pub use envelope::{Actor, EventEnvelope, EventMetadata, RecordedMetadata, Role, StreamCategory, StreamRef};
 pub use event::{DecodeError, DomainEvent};
 pub use events::{
