@@ -1,7 +1,11 @@
-//! The per-stream hash chain: `hash = sha256(prev_hash || canonical bytes of the event)`.
+//! The per-stream hash chain:
+//! `hash = sha256(prev_hash || content || "|" || version || "|" || recorded_at)`.
 //!
-//! Canonical bytes are a JSON object with keys sorted at every level and no white space, built
-//! from the stored columns, so a verifier can recompute them from the log alone.
+//! `content` is a JSON object with keys sorted at every level and no white space, holding the
+//! category, stream id, event id, type, schema version, data and metadata; `recorded_at` is RFC
+//! 3339 UTC with microseconds. Every input is a stored column, so a verifier recomputes hashes
+//! from the log alone. The database computes the same hash inside `ordo_append` (it alone knows
+//! the version and the commit clock when a writer appends with `Any`).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -27,22 +31,21 @@ pub fn event_hash(prev: Option<&[u8]>, input: &HashInput<'_>) -> [u8; 32] {
     if let Some(prev) = prev {
         hasher.update(prev);
     }
-    hasher.update(canonical_bytes(input));
+    hasher.update(content_bytes(input));
+    hasher.update(format!("|{}|{}", input.version, input.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true)));
     hasher.finalize().into()
 }
 
-/// The canonical serialisation of an event's hashed columns.
-pub fn canonical_bytes(input: &HashInput<'_>) -> Vec<u8> {
+/// The canonical serialisation of the hashed columns other than version and recorded_at.
+pub fn content_bytes(input: &HashInput<'_>) -> Vec<u8> {
     let doc = serde_json::json!({
         "category": input.category,
         "stream_id": input.stream_id,
-        "version": input.version,
         "event_id": input.event_id,
         "type": input.event_type,
         "schema_version": input.schema_version,
         "data": input.data,
         "metadata": input.metadata,
-        "recorded_at": input.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
     });
     let mut out = Vec::with_capacity(256);
     write_canonical(&doc, &mut out);
@@ -106,11 +109,11 @@ mod tests {
     }
 
     #[test]
-    fn canonical_bytes_do_not_depend_on_key_order() {
+    fn content_bytes_do_not_depend_on_key_order() {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
         let m = serde_json::json!({});
-        assert_eq!(canonical_bytes(&input(&a, &m)), canonical_bytes(&input(&b, &m)));
+        assert_eq!(content_bytes(&input(&a, &m)), content_bytes(&input(&b, &m)));
     }
 
     #[test]
@@ -125,10 +128,15 @@ mod tests {
     }
 
     #[test]
-    fn recorded_at_is_hashed_with_microsecond_precision() {
+    fn version_and_recorded_at_are_hashed_after_the_content() {
         let m = serde_json::json!({});
         let d = serde_json::json!({});
-        let bytes = String::from_utf8(canonical_bytes(&input(&d, &m))).unwrap();
-        assert!(bytes.contains(r#""recorded_at":"2023-11-14T22:13:20.123456Z""#), "{bytes}");
+        let i = input(&d, &m);
+        let mut expected = Sha256::new();
+        expected.update(content_bytes(&i));
+        expected.update("|1|2023-11-14T22:13:20.123456Z");
+        assert_eq!(event_hash(None, &i), <[u8; 32]>::from(expected.finalize()));
+        let later = HashInput { version: 2, ..input(&d, &m) };
+        assert_ne!(event_hash(None, &i), event_hash(None, &later));
     }
 }

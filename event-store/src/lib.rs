@@ -19,6 +19,7 @@ mod append;
 pub mod error;
 pub mod hash;
 mod read;
+pub mod search;
 mod types;
 pub mod verify;
 
@@ -38,10 +39,6 @@ pub use ordo_schemas::StreamRef;
 
 /// The migrations that create the event log tables.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// How many times an append with [`ExpectedVersion::Any`] is retried when it races a writer
-/// creating the same stream.
-const ANY_RETRIES: usize = 5;
 
 /// Opens a connection pool with settings suited to the event log.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
@@ -108,36 +105,21 @@ impl EventStore {
         mut appends: Vec<StreamAppend>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut tx = self.pool.begin().await?;
-            match append::append(&mut tx, &mut appends, idempotency).await {
-                Ok(out) => {
-                    tx.commit().await?;
-                    return Ok(out);
-                }
-                Err(AppendError::Conflict { expected: ExpectedVersion::Any, .. }) if attempt < ANY_RETRIES => {
-                    tx.rollback().await?;
-                }
-                Err(e) => {
-                    tx.rollback().await?;
-                    return Err(e);
-                }
-            }
-        }
+        append::prepare(&mut appends)?;
+        append::append(&self.pool, &appends, idempotency).await
     }
 
     /// Appends inside a transaction the caller owns (and commits or rolls back).
     ///
     /// # Errors
-    /// As [`EventStore::append_many`], without its retry for [`ExpectedVersion::Any`].
+    /// As [`EventStore::append_many`]. After an error the transaction is aborted; roll it back.
     pub async fn append_in(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         mut appends: Vec<StreamAppend>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
-        append::append(tx, &mut appends, idempotency).await
+        append::prepare(&mut appends)?;
+        append::append(&mut **tx, &appends, idempotency).await
     }
 
     /// The stored response for an idempotency key, if one was recorded.

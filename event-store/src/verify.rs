@@ -240,3 +240,31 @@ pub async fn prove_digest(
         reason,
     })
 }
+
+/// Recomputes the hash of an exported or published envelope (its metadata minus `recorded_at`
+/// is exactly the stored metadata), so exports can be verified without the database.
+pub fn envelope_hash(envelope: &ordo_schemas::EventEnvelope) -> Result<[u8; 32], StoreError> {
+    let mut metadata = serde_json::to_value(&envelope.metadata.metadata)
+        .map_err(|e| StoreError::Corrupt(format!("envelope metadata: {e}")))?;
+    if let Some(map) = metadata.as_object_mut() {
+        map.remove("recorded_at");
+    }
+    let prev = match &envelope.prev_hash {
+        Some(h) => Some(hex::decode(h).map_err(|e| StoreError::Corrupt(format!("prev_hash: {e}")))?),
+        None => None,
+    };
+    Ok(event_hash(
+        prev.as_deref(),
+        &HashInput {
+            category: envelope.category.as_str(),
+            stream_id: envelope.stream_id,
+            version: envelope.version,
+            event_id: envelope.metadata.metadata.event_id,
+            event_type: &envelope.event_type,
+            schema_version: envelope.schema_version,
+            data: &envelope.data,
+            metadata: &metadata,
+            recorded_at: envelope.metadata.recorded_at,
+        },
+    ))
+}
