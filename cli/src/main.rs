@@ -1,0 +1,64 @@
+//! `ordo`: the operator CLI (tokens, migrations, chain verification, digest proofs, export).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod audit;
+mod token;
+
+#[derive(Parser)]
+#[command(name = "ordo", version, about = "operate an Ordo deployment")]
+struct Cli {
+    /// The Ordo database.
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ordo")]
+    database_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database tables (idempotent).
+    Migrate,
+    /// Sign a JWT for local use with the secret in ORDO_JWT_SECRET.
+    MintToken(token::Args),
+    /// Recompute hash chains (whole log, a category or one stream); exits 1 on a broken chain.
+    Verify(audit::VerifyArgs),
+    /// Prove that a stream's history still extends a digest saved earlier; exits 1 if not.
+    ProveDigest(audit::ProveArgs),
+    /// Print a stream's current digest (version and head hash).
+    Digest(audit::StreamArgs),
+    /// Write a position or time range of the log as JSON lines (with hashes) to stdout.
+    Export(audit::ExportArgs),
+    /// Re-verify an export (a file, or - for stdin) without the database; exits 1 if broken.
+    VerifyExport(audit::VerifyExportArgs),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::MintToken(args) => token::run(args),
+        Command::Migrate => migrate(&cli.database_url).await,
+        Command::Verify(args) => audit::verify(&cli.database_url, args).await,
+        Command::ProveDigest(args) => audit::prove(&cli.database_url, args).await,
+        Command::Digest(args) => audit::digest(&cli.database_url, args).await,
+        Command::Export(args) => audit::export(&cli.database_url, args).await,
+        Command::VerifyExport(args) => audit::verify_export(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
+    let pool = ordo_event_store::connect(url, 2).await?;
+    ordo_event_store::migrate(&pool).await?;
+    eprintln!("migrated");
+    Ok(ExitCode::SUCCESS)
+}
