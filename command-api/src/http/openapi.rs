@@ -1,0 +1,163 @@
+//! `GET /openapi.json`, generated from the handlers and DTOs with utoipa.
+
+use std::sync::OnceLock;
+
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use super::{orders, parties, products};
+
+/// A successful command.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    /// The id of the resource the command acted on.
+    id: Uuid,
+    /// The resource's stream version after the command (also the `ETag`).
+    version: i64,
+    /// Pass to the query API to read your own write: `<category>:<id>:<version>`.
+    #[schema(example = "order:0194f1b2-8c4e-7d3a-9f1e-2b3c4d5e6f70:1")]
+    consistency_token: String,
+}
+
+/// One offending field.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FieldProblem)]
+pub(crate) struct FieldProblemDoc {
+    /// Path of the field in the body, e.g. `lines[2].quantity`.
+    field: String,
+    message: String,
+}
+
+/// RFC 9457 problem details (`application/problem+json`) with a machine `code`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemDoc {
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// `validation_failed`, `not_found`, `already_exists`, `invalid_state`, `version_conflict`,
+    /// `out_of_stock`, `insufficient_stock`, `amount_mismatch`, `mixed_merchants`,
+    /// `currency_mismatch`, `product_discontinued`, `idempotency_key_reused`,
+    /// `concurrency_conflict`, `malformed_json`, `unsupported_media_type`, `payload_too_large`,
+    /// `unauthorized`, `forbidden`, `internal_error`, ...
+    code: String,
+    /// Every offending field of a `validation_failed` answer.
+    errors: Option<Vec<FieldProblemDoc>>,
+    /// Machine-readable facts of some codes (e.g. `requested` and `available`).
+    #[schema(value_type = Option<Object>)]
+    extra: Option<serde_json::Value>,
+}
+
+/// Errors every command may answer with.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum CommandErrors {
+    /// Malformed JSON, a malformed header (`If-Match`, `Idempotency-Key`) or path id.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(ProblemDoc),
+    /// Missing or invalid bearer token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(ProblemDoc),
+    /// The role or the principal may not act on this resource.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(ProblemDoc),
+    /// The resource does not exist.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(ProblemDoc),
+    /// Not allowed in the current state (`invalid_state`), already exists, or too much contention.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(ProblemDoc),
+    /// `If-Match` named another version (`version_conflict`).
+    #[response(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(ProblemDoc),
+    /// The body is larger than allowed.
+    #[response(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(ProblemDoc),
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(ProblemDoc),
+    /// Well-formed but invalid: `validation_failed` (every field listed) or a domain code.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(ProblemDoc),
+    /// The command could not be recorded; nothing about the cause is disclosed.
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(ProblemDoc),
+}
+
+/// Headers every command accepts.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct CommandHeaders {
+    /// Makes the command safe to repeat: a repeat with the same body answers the first response
+    /// with `Idempotent-Replayed: true` and appends nothing; another body with the same key is
+    /// 422 `idempotency_key_reused`. Scoped to the caller.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+    /// `"<version>"`: the command applies only at this stream version (else 412). Without it,
+    /// concurrent writers are retried internally.
+    #[param(rename = "If-Match")]
+    if_match: Option<String>,
+    /// Correlation id (UUID) stored in the events; a new one when absent. Echoed back.
+    #[param(rename = "X-Correlation-Id")]
+    correlation_id: Option<Uuid>,
+    /// W3C trace context, stored in the events' metadata.
+    traceparent: Option<String>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ordo command API",
+        version = "1",
+        description = "The write side of Ordo. Bearer JWT (HS256) with `sub` and `role`. Every command \
+                       answers `{id, version, consistency_token}` with `ETag`; creations 201 with \
+                       `Location`, order placement 202. Errors are `application/problem+json`."
+    ),
+    paths(
+        parties::register_customer,
+        parties::register_merchant,
+        products::list_product,
+        products::change_price,
+        products::adjust_stock,
+        products::discontinue_product,
+        orders::place_order,
+        orders::pay_order,
+        orders::ship_order,
+        orders::deliver_order,
+        orders::cancel_order,
+    ),
+    components(schemas(Accepted, ProblemDoc, FieldProblemDoc)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "customers"), (name = "merchants"), (name = "products"), (name = "orders")
+    )
+)]
+struct ApiDoc;
+
+/// The document, built once.
+pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}
+
+pub(crate) async fn serve() -> Response {
+    axum::Json(document()).into_response()
+}

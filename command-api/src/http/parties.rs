@@ -1,0 +1,111 @@
+//! `POST /v1/customers` and `POST /v1/merchants`: a customer or merchant registers as itself
+//! (id = token subject), an admin registers anyone (id from the body, or a new one).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use ordo_domain::limits::MAX_NAME;
+use ordo_schemas::{Email, RegisterCustomer, RegisterMerchant, Role};
+use ordo_service::{Principal, Problem};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{respond, CommandMeta, RawCommand};
+use super::openapi::{Accepted, CommandErrors};
+use super::parse::{AddressDto, Fields};
+use super::AppState;
+
+/// Registers a customer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = RegisterCustomerRequest)]
+pub(crate) struct RegisterCustomerBody {
+    /// The customer id: the token subject for a customer (may be omitted), any id for an admin
+    /// (omitted: a new one).
+    id: Option<Uuid>,
+    /// 1 to 200 characters.
+    #[schema(required = true, nullable = false)]
+    name: Option<String>,
+    #[schema(required = true, nullable = false, example = "ada@example.com")]
+    email: Option<String>,
+    #[schema(required = true, nullable = false)]
+    shipping_address: Option<AddressDto>,
+}
+
+/// Registers a merchant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = RegisterMerchantRequest)]
+pub(crate) struct RegisterMerchantBody {
+    /// The merchant id: the token subject for a merchant (may be omitted), any id for an admin.
+    id: Option<Uuid>,
+    /// 1 to 200 characters.
+    #[schema(required = true, nullable = false)]
+    name: Option<String>,
+}
+
+/// The id a party registers under: itself, or for an admin the requested (or a new) id.
+fn own_id(principal: &Principal, role: Role, requested: Option<Uuid>) -> Result<Uuid, ApiError> {
+    if principal.role == role {
+        return match requested {
+            None => Ok(principal.id),
+            Some(id) if id == principal.id => Ok(id),
+            Some(_) => Err(Problem::forbidden(format!("a {} may only register itself", role.as_str())).into()),
+        };
+    }
+    Ok(requested.unwrap_or_else(Uuid::now_v7))
+}
+
+#[utoipa::path(
+    post, path = "/v1/customers", tag = "customers",
+    request_body = RegisterCustomerBody,
+    params(super::openapi::CommandHeaders),
+    responses((status = 201, description = "registered", body = Accepted,
+               headers(("ETag" = String), ("Location" = String))), CommandErrors),
+    security(("bearer" = []))
+)]
+pub(crate) async fn register_customer(
+    State(app): State<AppState>,
+    principal: Principal,
+    meta: CommandMeta,
+    raw: RawCommand,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Customer, Role::Admin])?;
+    let body: RegisterCustomerBody = raw.json().await?;
+    let customer_id = own_id(&principal, Role::Customer, body.id)?;
+    let mut f = Fields::new();
+    let name = f.text("name", body.name, MAX_NAME);
+    let email = f.value("email", body.email, Email::parse);
+    let shipping_address = f.address("shipping_address", body.shipping_address);
+    let command = f.finish((|| {
+        Some(RegisterCustomer { customer_id, name: name?, email: email?, shipping_address: shipping_address? })
+    })())?;
+    let ctx = meta.context(&principal, &raw, StatusCode::CREATED);
+    let outcome = app.commands.register_customer(&ctx, command).await?;
+    Ok(respond(outcome, StatusCode::CREATED, Some("/v1/customers")))
+}
+
+#[utoipa::path(
+    post, path = "/v1/merchants", tag = "merchants",
+    request_body = RegisterMerchantBody,
+    params(super::openapi::CommandHeaders),
+    responses((status = 201, description = "registered", body = Accepted,
+               headers(("ETag" = String), ("Location" = String))), CommandErrors),
+    security(("bearer" = []))
+)]
+pub(crate) async fn register_merchant(
+    State(app): State<AppState>,
+    principal: Principal,
+    meta: CommandMeta,
+    raw: RawCommand,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Merchant, Role::Admin])?;
+    let body: RegisterMerchantBody = raw.json().await?;
+    let merchant_id = own_id(&principal, Role::Merchant, body.id)?;
+    let mut f = Fields::new();
+    let name = f.text("name", body.name, MAX_NAME);
+    let command = f.finish(name.map(|name| RegisterMerchant { merchant_id, name }))?;
+    let ctx = meta.context(&principal, &raw, StatusCode::CREATED);
+    let outcome = app.commands.register_merchant(&ctx, command).await?;
+    Ok(respond(outcome, StatusCode::CREATED, Some("/v1/merchants")))
+}

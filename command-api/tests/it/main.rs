@@ -1,0 +1,12 @@
+//! HTTP integration tests of the command API against a real Postgres (a fresh database per
+//! test). Most tests drive the router in-process (`tower::ServiceExt::oneshot`); the concurrency
+//! test runs the real server on a port-0 listener.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod concurrency;
+mod edge;
+mod helpers;
+mod idempotency;
+mod orders;
+mod parties;
+mod products;
