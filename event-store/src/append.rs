@@ -13,6 +13,9 @@ use crate::types::{parse_category, AppendedStream, IdempotencyRecord, StreamAppe
 
 /// SQLSTATE raised by `ordo_append` when an expected version does not hold.
 const VERSION_CONFLICT: &str = "OR002";
+/// SQLSTATE raised by `ordo_append` when the stream's last writer has a newer transaction id
+/// than this one (which would put versions out of order for whole-log readers).
+pub(crate) const OLDER_TRANSACTION: &str = "OR003";
 const IDEMPOTENCY_PKEY: &str = "idempotency_keys_pkey";
 
 const APPEND: &str = "SELECT out_category, out_stream_id, out_version, out_first, out_last FROM ordo_append(\
@@ -46,11 +49,23 @@ pub(crate) fn prepare(appends: &mut [StreamAppend]) -> Result<(), AppendError> {
     Ok(())
 }
 
+/// An append that failed; `older_transaction` marks the refusal a new transaction would not meet.
+pub(crate) struct Failure {
+    pub error: AppendError,
+    pub older_transaction: bool,
+}
+
+impl<E: Into<AppendError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { error: e.into(), older_transaction: false }
+    }
+}
+
 pub(crate) async fn append<'e, E>(
     executor: E,
     appends: &[StreamAppend],
     idempotency: Option<&IdempotencyRecord>,
-) -> Result<Vec<AppendedStream>, AppendError>
+) -> Result<Vec<AppendedStream>, Failure>
 where
     E: Executor<'e, Database = Postgres>,
 {
@@ -75,7 +90,10 @@ where
         .await;
     let rows = match result {
         Ok(rows) => rows,
-        Err(e) => return Err(classify(e, appends, idempotency)),
+        Err(e) => {
+            let older_transaction = sqlstate_of(&e).as_deref() == Some(OLDER_TRANSACTION);
+            return Err(Failure { error: classify(e, appends, idempotency), older_transaction });
+        }
     };
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
@@ -84,7 +102,7 @@ where
             stream: StreamRef::new(parse_category(&category)?, row.try_get("out_stream_id")?),
             version: row.try_get("out_version")?,
             first_position: row.try_get("out_first")?,
-            last_position: row.try_get("out_last")?,
+            last_position: row.try_get("out_last").map_err(AppendError::from)?,
         });
     }
     out.sort_by_key(|a| a.stream);
@@ -131,7 +149,7 @@ fn columns(appends: &[StreamAppend]) -> Result<Columns, AppendError> {
 fn classify(e: sqlx::Error, appends: &[StreamAppend], idempotency: Option<&IdempotencyRecord>) -> AppendError {
     let code = sqlstate_of(&e);
     let sqlx::Error::Database(db) = &e else { return e.into() };
-    if code.as_deref() == Some(VERSION_CONFLICT) {
+    if code.as_deref() == Some(VERSION_CONFLICT) || code.as_deref() == Some(OLDER_TRANSACTION) {
         if let Some(conflict) = conflict_from_detail(db.as_ref(), appends) {
             return conflict;
         }

@@ -23,6 +23,10 @@ pub mod search;
 mod types;
 pub mod verify;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod relay;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -106,20 +110,35 @@ impl EventStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
         append::prepare(&mut appends)?;
-        append::append(&self.pool, &appends, idempotency).await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match append::append(&self.pool, &appends, idempotency).await {
+                Ok(out) => return Ok(out),
+                // The statement's transaction was older than the stream's last writer; a new
+                // statement gets a newer transaction id.
+                Err(f) if f.older_transaction && attempt < 3 => continue,
+                Err(f) => return Err(f.error),
+            }
+        }
     }
 
     /// Appends inside a transaction the caller owns (and commits or rolls back).
     ///
     /// # Errors
     /// As [`EventStore::append_many`]. After an error the transaction is aborted; roll it back.
+    ///
+    /// When the caller's transaction took its id before the stream's last writer (it wrote
+    /// something else first and then waited for the stream), the append is refused as
+    /// [`AppendError::Conflict`]: accepting it would let whole-log readers see the stream's
+    /// versions out of order. Retrying in a new transaction succeeds.
     pub async fn append_in(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         mut appends: Vec<StreamAppend>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
         append::prepare(&mut appends)?;
-        append::append(&mut **tx, &appends, idempotency).await
+        append::append(&mut **tx, &appends, idempotency).await.map_err(|f| f.error)
     }
 
     /// The stored response for an idempotency key, if one was recorded.

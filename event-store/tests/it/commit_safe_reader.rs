@@ -207,3 +207,39 @@ async fn checkpoints_round_trip_and_start_at_the_beginning() {
     store.save_checkpoint("relay", LogCursor { tx_id: 43, position: 9 }).await.unwrap();
     assert_eq!(store.load_checkpoint("relay").await.unwrap(), LogCursor { tx_id: 43, position: 9 });
 }
+
+/// A transaction that took its id before a stream's last writer (it wrote another stream first,
+/// then waited for this stream's head) must not append after it: whole-log readers order by
+/// transaction id and would see version n+1 before n. It is refused; a new transaction succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_transaction_cannot_append_behind_a_newer_writer_so_readers_keep_version_order() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let s = product();
+    let x = product();
+    store.append(s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
+    let app = |stream, e| StreamAppend { stream, expected: ExpectedVersion::Any, events: vec![e] };
+
+    // B takes its transaction id first by writing X; A then appends S v2 and holds the head.
+    let mut tx_b = store.pool().begin().await.unwrap();
+    EventStore::append_in(&mut tx_b, vec![app(x, event(1))], None).await.unwrap();
+    let mut tx_a = store.pool().begin().await.unwrap();
+    EventStore::append_in(&mut tx_a, vec![app(s, event(2))], None).await.unwrap();
+    let blocked = tokio::spawn(async move {
+        let res = EventStore::append_in(&mut tx_b, vec![app(s, event(3))], None).await;
+        tx_b.rollback().await.unwrap();
+        res
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // let B wait on S's head lock
+    tx_a.commit().await.unwrap();
+    let err = blocked.await.unwrap().unwrap_err();
+    assert!(matches!(err, ordo_event_store::AppendError::Conflict { actual: 2, .. }), "{err:?}");
+
+    // Retried as its own statement it lands as v3 after v2.
+    store.append(s, ExpectedVersion::Any, vec![event(3)]).await.unwrap();
+    let mut cursor = LogCursor::START;
+    let seen = drain_until(&store, &mut cursor, 3).await;
+    let order: Vec<i64> = seen.iter().filter(|e| e.stream == s).map(|e| e.version).collect();
+    assert_eq!(order, vec![1, 2, 3]);
+    assert!(seen.iter().all(|e| e.stream != x), "B's other write was rolled back with it");
+}

@@ -6,6 +6,7 @@ mod append;
 mod broker;
 mod commit_safe_reader;
 mod integrity;
+mod relay;
 
 use ordo_event_store::NewEvent;
 use ordo_schemas::{Actor, EventMetadata, StreamCategory, StreamRef};

@@ -1,0 +1,373 @@
+//! Kafka plumbing shared by the relay, the order saga and the projectors.
+//!
+//! - [`client_config`] / [`producer_config`]: client settings from a brokers string
+//!   (`KAFKA_BROKERS`, default [`DEFAULT_BROKERS`]).
+//! - [`ensure_topics`]: creates the four category topics when missing (brokers used here do
+//!   not auto-create topics).
+//! - [`encode`] / [`decode`]: an [`EventEnvelope`] as a Kafka message (key = stream id, value =
+//!   JSON envelope, headers from [`ordo_schemas::envelope::headers`]) and back, with a typed
+//!   [`MessageError`] so a consumer can dead-letter malformed input.
+//! - [`EventConsumer`]: a consumer-group member whose `BaseConsumer` is polled on a dedicated
+//!   OS thread (dropping an rdkafka `StreamConsumer` can hang for a minute; this closes
+//!   promptly). Messages reach async code through a bounded channel; offsets are committed
+//!   only when the caller says a message was handled ([`EventConsumer::commit`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ordo_schemas::envelope::headers;
+use ordo_schemas::{EventEnvelope, StreamCategory};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+/// Brokers used when `KAFKA_BROKERS` is not set.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// The brokers string from `KAFKA_BROKERS`, or [`DEFAULT_BROKERS`].
+pub fn brokers_from_env() -> String {
+    std::env::var("KAFKA_BROKERS").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT_BROKERS.into())
+}
+
+/// The topic of every category, in [`StreamCategory::ALL`] order.
+pub fn topics() -> [&'static str; 4] {
+    StreamCategory::ALL.map(StreamCategory::topic)
+}
+
+/// The category a topic carries, if it is one of Ordo's topics.
+pub fn category_of_topic(topic: &str) -> Option<StreamCategory> {
+    StreamCategory::ALL.into_iter().find(|c| c.topic() == topic)
+}
+
+/// Settings every Ordo client shares: the bootstrap brokers.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// An idempotent producer that keeps per-partition order: `enable.idempotence=true`,
+/// `acks=all`, at most 5 requests in flight per connection. A message not acknowledged within
+/// `delivery_timeout` fails its delivery future (the caller retries).
+pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", delivery_timeout.as_millis().max(1).to_string());
+    config
+}
+
+/// Failures setting up Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic} failed: {code}")]
+    CreateTopic { topic: String, code: RDKafkaErrorCode },
+}
+
+/// Creates `ordo.customers`, `ordo.merchants`, `ordo.products` and `ordo.orders` with
+/// `partitions` partitions each, if missing. A topic that already exists is left as it is.
+///
+/// # Errors
+/// [`SetupError`] when the brokers cannot be reached or refuse to create a topic.
+pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), SetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let new: Vec<NewTopic<'_>> =
+        topics().iter().map(|t| NewTopic::new(t, partitions.max(1), TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&new, &options).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(SetupError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// An event ready to be produced: topic, key, JSON value and headers.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    pub topic: &'static str,
+    /// The stream id, so every event of a stream lands in one partition.
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+/// Encodes an envelope as a Kafka message.
+///
+/// # Errors
+/// Only if the envelope cannot be serialised to JSON (not expected for stored events).
+pub fn encode(envelope: &EventEnvelope) -> Result<EncodedEvent, serde_json::Error> {
+    let payload = serde_json::to_vec(envelope)?;
+    let schema_version = envelope.schema_version.to_string();
+    let event_id = envelope.metadata.metadata.event_id.to_string();
+    let correlation_id = envelope.metadata.metadata.correlation_id.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(5)
+        .insert(Header { key: headers::EVENT_TYPE, value: Some(envelope.event_type.as_str()) })
+        .insert(Header { key: headers::SCHEMA_VERSION, value: Some(schema_version.as_str()) })
+        .insert(Header { key: headers::EVENT_ID, value: Some(event_id.as_str()) })
+        .insert(Header { key: headers::CORRELATION_ID, value: Some(correlation_id.as_str()) });
+    if let Some(tp) = envelope.metadata.metadata.traceparent.as_deref() {
+        h = h.insert(Header { key: headers::TRACEPARENT, value: Some(tp) });
+    }
+    Ok(EncodedEvent { topic: envelope.category.topic(), key: envelope.stream_id.to_string(), payload, headers: h })
+}
+
+/// Why a consumed message is not a valid Ordo event (dead-letter it; retrying will not help).
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("message has no payload")]
+    MissingPayload,
+    #[error("payload is not an event envelope: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("message key {key:?} is not the stream id {stream_id}")]
+    KeyMismatch { key: Option<String>, stream_id: uuid::Uuid },
+    #[error("topic {topic} does not carry {category} events")]
+    TopicMismatch { topic: String, category: StreamCategory },
+    #[error("header {name} is {found:?}, the envelope says {expected}")]
+    HeaderMismatch { name: &'static str, found: String, expected: String },
+}
+
+/// The value of header `name`, if present and UTF-8.
+pub fn header<'a, M: Message>(message: &'a M, name: &str) -> Option<&'a str> {
+    let hs = message.headers()?;
+    hs.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Decodes a consumed message back into the envelope it was produced from, checking that the
+/// key, topic and the event type / event id headers (when present) agree with the value.
+///
+/// # Errors
+/// [`MessageError`] naming what is wrong with the message.
+pub fn decode<M: Message>(message: &M) -> Result<EventEnvelope, MessageError> {
+    let payload = message.payload().ok_or(MessageError::MissingPayload)?;
+    let envelope: EventEnvelope = serde_json::from_slice(payload)?;
+    let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    if key.as_deref() != Some(envelope.stream_id.to_string().as_str()) {
+        return Err(MessageError::KeyMismatch { key, stream_id: envelope.stream_id });
+    }
+    if let Some(category) = category_of_topic(message.topic()) {
+        if category != envelope.category {
+            return Err(MessageError::TopicMismatch { topic: message.topic().to_owned(), category: envelope.category });
+        }
+    }
+    let checks = [
+        (headers::EVENT_TYPE, envelope.event_type.clone()),
+        (headers::EVENT_ID, envelope.metadata.metadata.event_id.to_string()),
+    ];
+    for (name, expected) in checks {
+        if let Some(found) = header(message, name) {
+            if found != expected {
+                return Err(MessageError::HeaderMismatch { name, found: found.to_owned(), expected });
+            }
+        }
+    }
+    Ok(envelope)
+}
+
+/// How to join a consumer group.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// Messages fetched ahead of the handler (the channel bound). Default 256.
+    pub buffer: usize,
+    /// Extra librdkafka settings, applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl ConsumerSettings {
+    /// Settings for group `group_id` on `topics` with the default buffer.
+    pub fn new(brokers: impl Into<String>, group_id: impl Into<String>, topics: &[&str]) -> Self {
+        Self {
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            buffer: 256,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A consumer-group member (`enable.auto.commit=false`, `auto.offset.reset=earliest`).
+///
+/// Receive with [`EventConsumer::recv`], handle, then [`EventConsumer::commit`]: a message
+/// that was not committed is delivered again after a restart or a rebalance, so handlers must
+/// be idempotent. [`EventConsumer::shutdown`] stops polling, commits what was acknowledged and
+/// leaves the group; dropping the consumer stops the thread without waiting for it.
+pub struct EventConsumer {
+    rx: Option<mpsc::Receiver<OwnedMessage>>,
+    commits: std_mpsc::Sender<(String, i32, i64)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EventConsumer {
+    /// Joins the group and starts polling on a dedicated thread.
+    ///
+    /// # Errors
+    /// When the client cannot be created or the subscription is refused.
+    pub fn start(settings: ConsumerSettings) -> Result<Self, KafkaError> {
+        let mut config = client_config(&settings.brokers);
+        config
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        for (k, v) in &settings.extra {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer = config.create()?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let (tx, rx) = mpsc::channel(settings.buffer.max(1));
+        let (commits, commit_rx) = std_mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-{}", settings.group_id))
+            .spawn(move || poll_loop(&consumer, &tx, &commit_rx, &flag))
+            .map_err(|e| KafkaError::ClientCreation(format!("spawn consumer thread: {e}")))?;
+        Ok(Self { rx: Some(rx), commits, stop, thread: Some(thread) })
+    }
+
+    /// The next message; `None` once the consumer is shutting down.
+    pub async fn recv(&mut self) -> Option<OwnedMessage> {
+        self.rx.as_mut()?.recv().await
+    }
+
+    /// Marks `message` handled: its offset (and every earlier one in its partition) is
+    /// committed shortly, asynchronously, and at the latest on [`EventConsumer::shutdown`].
+    pub fn commit(&self, message: &OwnedMessage) {
+        self.commit_offset(message.topic(), message.partition(), message.offset() + 1);
+    }
+
+    /// Commits `next_offset` (the offset of the next message to read) for a partition.
+    pub fn commit_offset(&self, topic: &str, partition: i32, next_offset: i64) {
+        let _ = self.commits.send((topic.to_owned(), partition, next_offset));
+    }
+
+    /// Stops polling, commits acknowledged offsets synchronously and leaves the group.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.rx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for EventConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+type Pending = HashMap<(String, i32), i64>;
+
+fn poll_loop(
+    consumer: &BaseConsumer,
+    tx: &mpsc::Sender<OwnedMessage>,
+    commits: &std_mpsc::Receiver<(String, i32, i64)>,
+    stop: &AtomicBool,
+) {
+    let mut pending: Pending = HashMap::new();
+    let mut held: Option<OwnedMessage> = None;
+    let mut last_error_log: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        drain_commits(commits, &mut pending, Duration::ZERO);
+        flush_commits(consumer, &mut pending, CommitMode::Async);
+        if held.is_none() {
+            match consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Ok(m)) => held = Some(m.detach()),
+                Some(Err(e)) => {
+                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        last_error_log = Some(Instant::now());
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Some(m) = held.take() {
+            match tx.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    held = Some(m);
+                    // The handler is behind: wait for it, applying its commits meanwhile.
+                    drain_commits(commits, &mut pending, Duration::from_millis(10));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+    }
+    drain_commits(commits, &mut pending, Duration::ZERO);
+    flush_commits(consumer, &mut pending, CommitMode::Sync);
+    consumer.unsubscribe();
+}
+
+fn drain_commits(rx: &std_mpsc::Receiver<(String, i32, i64)>, pending: &mut Pending, wait: Duration) {
+    if !wait.is_zero() {
+        if let Ok((t, p, o)) = rx.recv_timeout(wait) {
+            record(pending, t, p, o);
+        }
+    }
+    while let Ok((t, p, o)) = rx.try_recv() {
+        record(pending, t, p, o);
+    }
+}
+
+fn record(pending: &mut Pending, topic: String, partition: i32, offset: i64) {
+    let slot = pending.entry((topic, partition)).or_insert(offset);
+    *slot = (*slot).max(offset);
+}
+
+fn flush_commits(consumer: &BaseConsumer, pending: &mut Pending, mode: CommitMode) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in pending.iter() {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::warn!(error = %e, topic = %topic, partition, "invalid commit offset");
+        }
+    }
+    pending.clear();
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        // A revoked partition cannot be committed; its new owner re-handles the message.
+        tracing::warn!(error = %e, "offset commit failed");
+    }
+}
+
+/// Whether the brokers answer a metadata request within `timeout` (for readiness checks).
+///
+/// # Errors
+/// The reason they do not, as text.
+pub async fn check_reachable(brokers: &str, timeout: Duration) -> Result<(), String> {
+    let config = client_config(brokers);
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseProducer, Producer};
+        let producer: BaseProducer = config.create().map_err(|e| e.to_string())?;
+        producer.client().fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

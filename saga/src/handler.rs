@@ -1,0 +1,207 @@
+//! What the saga does with one order event, through the command handlers of the write side.
+//!
+//! Every step is safe to repeat: the product aggregate makes reservation, release and commit
+//! idempotent per order (and never re-reserves a settled order), and the order aggregate makes
+//! confirmation and rejection idempotent. The saga also looks at the order's status before
+//! reserving, so a redelivered `OrderPlaced` of a decided order does nothing.
+
+use ordo_command_api::{CommandContext, CommandError, CommandService};
+use ordo_domain::{DomainError, Order, OrderStatus, Product};
+use ordo_schemas::StreamRef;
+use ordo_schemas::{DecodeError, DomainEvent, EventEnvelope, OrderEvent, OrderLine, RejectedLine, StreamCategory};
+use uuid::Uuid;
+
+/// What handling one event amounted to (the `outcome` label of `ordo_saga_outcomes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line reserved, the order confirmed.
+    Confirmed,
+    /// Some line could not be reserved: the others were released and the order rejected.
+    Rejected,
+    /// The order was cancelled while the saga reserved it: its reservations were released.
+    CancelledDuringReservation,
+    /// A cancellation released the order's reservations.
+    Released,
+    /// A shipment committed the order's reservations.
+    Committed,
+    /// The event was handled before (a redelivery): nothing new was done.
+    AlreadyHandled,
+    /// Not an event the saga reacts to.
+    Ignored,
+}
+
+impl Outcome {
+    /// The metric label of this outcome.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Confirmed => "confirmed",
+            Outcome::Rejected => "rejected",
+            Outcome::CancelledDuringReservation => "cancelled_during_reservation",
+            Outcome::Released => "released",
+            Outcome::Committed => "committed",
+            Outcome::AlreadyHandled => "already_handled",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// Why an event could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    /// The event payload does not decode: retrying will not help.
+    #[error("event does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// A command failed. Infrastructure failures are worth retrying ([`SagaError::is_transient`]).
+    #[error("command failed: {0}")]
+    Command(#[from] CommandError),
+}
+
+impl SagaError {
+    /// True when the same event may succeed later (the database was away, a stream was busy).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SagaError::Decode(_) => false,
+            SagaError::Command(e) => !e.is_rejection(),
+        }
+    }
+}
+
+/// The order saga's decisions, driven through a [`CommandService`].
+#[derive(Debug, Clone)]
+pub struct OrderSaga {
+    service: CommandService,
+}
+
+impl OrderSaga {
+    /// The saga acting through `service` (as the system actor).
+    pub fn new(service: CommandService) -> Self {
+        Self { service }
+    }
+
+    /// Handles one published event. Commands carry the event's correlation id and its event id
+    /// as causation id.
+    ///
+    /// # Errors
+    /// [`SagaError`]; when [`SagaError::is_transient`], handle the same event again later.
+    pub async fn handle(&self, envelope: &EventEnvelope) -> Result<Outcome, SagaError> {
+        if envelope.category != StreamCategory::Order {
+            return Ok(Outcome::Ignored);
+        }
+        let event = OrderEvent::decode(&envelope.event_type, envelope.schema_version, envelope.data.clone())?;
+        let meta = &envelope.metadata.metadata;
+        let ctx = CommandContext::system(meta.correlation_id, meta.event_id).with_traceparent(meta.traceparent.clone());
+        let order_id = envelope.stream_id;
+        match event {
+            OrderEvent::OrderPlaced { lines, .. } => self.on_placed(&ctx, order_id, &lines).await,
+            OrderEvent::OrderCancelled { .. } => {
+                let products = self.order_products(order_id).await?;
+                let released = self.release(&ctx, order_id, &products).await?;
+                Ok(if released > 0 { Outcome::Released } else { Outcome::AlreadyHandled })
+            }
+            OrderEvent::OrderShipped { .. } => {
+                let mut committed = 0;
+                for product_id in self.order_products(order_id).await? {
+                    committed += self.service.commit_reservation(&ctx, product_id, order_id).await?.events;
+                }
+                Ok(if committed > 0 { Outcome::Committed } else { Outcome::AlreadyHandled })
+            }
+            _ => Ok(Outcome::Ignored),
+        }
+    }
+
+    async fn on_placed(&self, ctx: &CommandContext, order_id: Uuid, lines: &[OrderLine]) -> Result<Outcome, SagaError> {
+        let products: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
+        match self.order_status(order_id).await? {
+            Some(OrderStatus::Pending) => {}
+            Some(OrderStatus::Rejected | OrderStatus::Cancelled) => {
+                // Decided before (or cancelled meanwhile): make sure nothing stays reserved.
+                self.release(ctx, order_id, &products).await?;
+                return Ok(Outcome::AlreadyHandled);
+            }
+            _ => return Ok(Outcome::AlreadyHandled),
+        }
+
+        let mut reserved = Vec::new();
+        let mut failed = Vec::new();
+        for line in lines {
+            match self.service.reserve_stock(ctx, line.product_id, order_id, line.quantity).await {
+                Ok(_) => reserved.push(line.product_id),
+                Err(e) if e.is_rejection() => failed.push(self.rejected_line(line, &e).await?),
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        if failed.is_empty() {
+            return match self.service.confirm_order(ctx, order_id).await {
+                Ok(o) if o.events > 0 => Ok(Outcome::Confirmed),
+                Ok(_) => Ok(Outcome::AlreadyHandled),
+                Err(CommandError::Domain(DomainError::InvalidState(_))) => {
+                    self.lost_race(ctx, order_id, &products).await
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+
+        self.release(ctx, order_id, &reserved).await?;
+        tracing::info!(order_id = %order_id, failed = failed.len(), "order cannot be reserved, rejecting");
+        match self.service.reject_order(ctx, order_id, failed).await {
+            Ok(o) if o.events > 0 => Ok(Outcome::Rejected),
+            Ok(_) => Ok(Outcome::AlreadyHandled),
+            Err(CommandError::Domain(DomainError::InvalidState(_))) => self.lost_race(ctx, order_id, &products).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The order left `pending` while the saga reserved it (a cancellation won the race):
+    /// release whatever this order holds unless it went on to be confirmed.
+    async fn lost_race(&self, ctx: &CommandContext, order_id: Uuid, products: &[Uuid]) -> Result<Outcome, SagaError> {
+        match self.order_status(order_id).await? {
+            Some(OrderStatus::Cancelled | OrderStatus::Rejected) => {
+                self.release(ctx, order_id, products).await?;
+                tracing::info!(order_id = %order_id, "order cancelled during reservation, released");
+                Ok(Outcome::CancelledDuringReservation)
+            }
+            _ => Ok(Outcome::AlreadyHandled),
+        }
+    }
+
+    /// Releases the order's reservation of each product; returns how many events that took.
+    async fn release(&self, ctx: &CommandContext, order_id: Uuid, products: &[Uuid]) -> Result<usize, SagaError> {
+        let mut events = 0;
+        for product_id in products {
+            match self.service.release_reservation(ctx, *product_id, order_id).await {
+                Ok(o) => events += o.events,
+                // An unknown product holds nothing.
+                Err(CommandError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(events)
+    }
+
+    /// A refused line as reported in `OrderRejected`.
+    async fn rejected_line(&self, line: &OrderLine, error: &CommandError) -> Result<RejectedLine, SagaError> {
+        let reason = match error {
+            CommandError::Domain(d) => d.code().to_owned(),
+            other => other.outcome().to_owned(),
+        };
+        let available = match error {
+            CommandError::Domain(DomainError::OutOfStock { available, .. }) => *available,
+            _ => {
+                let product = self.service.load::<Product>(StreamRef::new(StreamCategory::Product, line.product_id));
+                product.await?.state.state().map_or(0, |p| p.available())
+            }
+        };
+        Ok(RejectedLine { product_id: line.product_id, requested: line.quantity, available, reason })
+    }
+
+    async fn order_status(&self, order_id: Uuid) -> Result<Option<OrderStatus>, SagaError> {
+        let order = self.service.load::<Order>(StreamRef::new(StreamCategory::Order, order_id)).await?;
+        Ok(order.state.status())
+    }
+
+    async fn order_products(&self, order_id: Uuid) -> Result<Vec<Uuid>, SagaError> {
+        let order = self.service.load::<Order>(StreamRef::new(StreamCategory::Order, order_id)).await?;
+        Ok(order.state.quantities().into_keys().collect())
+    }
+}

@@ -1,0 +1,96 @@
+//! `order-saga`: drives orders to confirmed or rejected and compensates cancellations.
+//!
+//! Configuration (flag, environment variable, default):
+//! - `--database-url`, `DATABASE_URL`, `postgres://postgres@127.0.0.1:5432/ordo`
+//! - `--brokers`, `KAFKA_BROKERS`, `127.0.0.1:9092`
+//! - `--ops-addr`, `ORDO_SAGA_OPS_ADDR`, `127.0.0.1:9102` (`/healthz`, `/readyz`, `/metrics`)
+//! - `--group-id`, `ORDO_SAGA_GROUP_ID`, `ordo-order-saga`
+//! - `--partitions`, `ORDO_SAGA_PARTITIONS`, 3 (for topics created if missing)
+//!
+//! SIGTERM or Ctrl-C: the event in hand is finished, offsets are committed, then it exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use ordo_command_api::CommandService;
+use ordo_event_store::{connect, kafka, migrate, EventStore};
+use ordo_saga::{SagaConfig, SagaStatus};
+use ordo_service::ops;
+use ordo_service::shutdown::{self, Shutdown};
+
+#[derive(Debug, Parser)]
+#[command(name = "order-saga", about = "The Ordo order saga")]
+struct Args {
+    /// Postgres holding the event log (never logged).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ordo",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = kafka::DEFAULT_BROKERS)]
+    brokers: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "ORDO_SAGA_OPS_ADDR", default_value = "127.0.0.1:9102")]
+    ops_addr: String,
+    /// Consumer group; saga replicas share it.
+    #[arg(long, env = "ORDO_SAGA_GROUP_ID", default_value = "ordo-order-saga")]
+    group_id: String,
+    /// Partitions of topics created at start-up when missing.
+    #[arg(long, env = "ORDO_SAGA_PARTITIONS", default_value_t = 3)]
+    partitions: i32,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ordo_service::telemetry::init();
+    let args = Args::parse();
+    let pool = connect(&args.database_url, 8).await?;
+    migrate(&pool).await?;
+    let service = CommandService::new(EventStore::new(pool.clone()));
+    let config = SagaConfig {
+        brokers: args.brokers.clone(),
+        group_id: args.group_id,
+        partitions: args.partitions,
+        ..SagaConfig::default()
+    };
+
+    let db = pool.clone();
+    let brokers = args.brokers.clone();
+    let router = ops::router(vec![
+        (
+            "postgres",
+            ops::check(move || {
+                let db = db.clone();
+                async move { sqlx::query("SELECT 1").execute(&db).await.map(|_| ()).map_err(|e| e.to_string()) }
+            }),
+        ),
+        (
+            "kafka",
+            ops::check(move || {
+                let brokers = brokers.clone();
+                async move { kafka::check_reachable(&brokers, Duration::from_secs(2)).await }
+            }),
+        ),
+    ]);
+    let listener = tokio::net::TcpListener::bind(&args.ops_addr).await?;
+    tracing::info!(addr = %args.ops_addr, brokers = %config.brokers, group = %config.group_id, "order saga starting");
+
+    let stop = Shutdown::new();
+    let ops_stop = stop.clone();
+    let ops_task = tokio::spawn(ordo_service::http::serve(listener, router, async move { ops_stop.wait().await }));
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        trigger.trigger();
+    });
+
+    let result = ordo_saga::run(service, config, Arc::new(SagaStatus::default()), stop.clone()).await;
+    stop.trigger();
+    let _ = ops_task.await;
+    result?;
+    Ok(())
+}
