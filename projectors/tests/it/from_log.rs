@@ -1,0 +1,140 @@
+//! Projections fed from the Postgres log: the apply logic, rebuilds and their swap.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordo_domain::Product;
+
+use ordo_event_store::{EventStore, LogCursor, RecordedEvent};
+use ordo_projectors::testing::{diff_against_fold, exec, snapshot, wait_caught_up, Workload};
+use ordo_projectors::{follow::follow_log, rebuild, Incoming, Projection, Projector, Target};
+use ordo_schemas::{AdjustStock, StockAdjustmentReason, StreamCategory, StreamRef};
+use ordo_service::shutdown::Shutdown;
+
+use crate::db;
+
+/// Every event of the log. The commit-safe horizon is cluster-wide, so an open transaction of
+/// another test's database can hold it back: read until the count matches.
+async fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(store.pool()).await.unwrap();
+    let mut all = Vec::new();
+    let mut cursor = LogCursor::START;
+    while (all.len() as i64) < total {
+        let (events, next) = store.read_all(cursor, 500).await.unwrap();
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        all.extend(events);
+        cursor = next;
+    }
+    all
+}
+
+async fn apply_whole_log(projector: &Projector, store: &EventStore) {
+    for chunk in whole_log(store).await.chunks(100) {
+        let incoming: Vec<Incoming> = chunk.iter().map(Incoming::from_recorded).collect();
+        projector.apply_batch(&incoming, None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_model_equals_the_fold_of_the_log_and_a_rebuild_reproduces_it_row_for_row() {
+    let db = db().await;
+    let store = db.store();
+    let w = Workload::run(&store, 42).await;
+    let projector = Projector::new(db.pool.clone(), Target::all_live());
+    apply_whole_log(&projector, &store).await;
+
+    assert_eq!(diff_against_fold(&db.pool, &w).await, Vec::<String>::new());
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT status FROM rm_orders ORDER BY 1").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(statuses, ["cancelled", "confirmed", "delivered", "paid", "pending", "rejected", "shipped"]);
+
+    let before = snapshot(&db.pool).await;
+    for p in Projection::ALL {
+        let report = rebuild(&db.pool, p).await.unwrap();
+        assert!(report.events > 0, "{report:?}");
+    }
+    assert_eq!(snapshot(&db.pool).await, before, "a rebuild from the log reproduces the live rows");
+    let status = ordo_projectors::projection_status(&db.pool).await.unwrap();
+    assert!(status.iter().all(|s| s.status == "ok" && s.rebuilt_at.is_some()), "{status:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_the_same_events_again_changes_nothing() {
+    let db = db().await;
+    let store = db.store();
+    let w = Workload::run(&store, 14).await;
+    let projector = Projector::new(db.pool.clone(), Target::all_live());
+    apply_whole_log(&projector, &store).await;
+    let before = snapshot(&db.pool).await;
+
+    let events = whole_log(&store).await;
+    let incoming: Vec<Incoming> = events.iter().map(Incoming::from_recorded).collect();
+    let stats = projector.apply_batch(&incoming, None).await.unwrap();
+    assert_eq!(stats.applied, 0);
+    assert!(stats.skipped > 0);
+    assert_eq!(snapshot(&db.pool).await, before);
+    assert_eq!(diff_against_fold(&db.pool, &w).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_delivery_is_filled_from_the_log() {
+    let db = db().await;
+    let store = db.store();
+    let w = Workload::run(&store, 7).await;
+    let projector = Projector::new(db.pool.clone(), Target::all_live());
+    // deliver only the newest event of each stream: everything before it must come from the log
+    let events = whole_log(&store).await;
+    let mut newest = std::collections::HashMap::new();
+    for e in &events {
+        newest.insert(e.stream, e.clone());
+    }
+    let incoming: Vec<Incoming> = newest.values().map(Incoming::from_recorded).collect();
+    projector.apply_batch(&incoming, None).await.unwrap();
+    assert_eq!(diff_against_fold(&db.pool, &w).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_while_the_live_projector_applies_new_writes_loses_no_event() {
+    let db = db().await;
+    let store = db.store();
+    let w = Workload::run(&store, 21).await;
+    let shutdown = Shutdown::new();
+    let follower = tokio::spawn(follow_log(
+        Projector::new(db.pool.clone(), Target::all_live()),
+        "test-follower",
+        50,
+        Duration::from_millis(1),
+        shutdown.clone(),
+    ));
+    // a steady stream of small writes to every product and new orders while rebuilding
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (store, writing, mut w) = (store.clone(), writing.clone(), w.clone());
+        tokio::spawn(async move {
+            let mut n = 100;
+            while writing.load(Ordering::SeqCst) {
+                for pid in w.all_products() {
+                    let cmd = AdjustStock { delta: 1, reason: StockAdjustmentReason::Restock };
+                    exec::<Product>(&store, StreamRef::new(StreamCategory::Product, pid), cmd.into()).await.unwrap();
+                }
+                w.order(&store, n).await;
+                n += 1;
+            }
+            w
+        })
+    };
+    for _ in 0..5 {
+        for p in Projection::ALL {
+            rebuild(&db.pool, p).await.unwrap();
+        }
+    }
+    writing.store(false, Ordering::SeqCst);
+    let w = writer.await.unwrap();
+    wait_caught_up(&db.pool, Duration::from_secs(30)).await;
+    shutdown.trigger();
+    follower.await.unwrap().unwrap();
+    assert_eq!(diff_against_fold(&db.pool, &w).await, Vec::<String>::new());
+}
