@@ -1,1 +1,101 @@
-//! The HTTP read side of Ordo and its audit endpoints
+//! The HTTP read side of Ordo: the read models built by `ordo-projectors`, served with keyset
+//! pagination, ETags and read-your-writes consistency tokens, plus the audit endpoints over the
+//! event log (`audit`).
+//!
+//! Entry points: [`run`] (bind outside, pass the shutdown future in) and [`app`] (the router).
+
+pub mod audit;
+pub mod config;
+pub mod consistency;
+mod openapi;
+mod orders;
+pub mod params;
+mod products;
+mod projections;
+mod sales;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::Router;
+use ordo_service::http::{layers, Limits};
+use ordo_service::{ops, JwtKeys, Problem};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub keys: Arc<JwtKeys>,
+    /// Longest wait for a consistency token.
+    pub consistency_wait: Duration,
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(s: &AppState) -> Self {
+        s.keys.clone()
+    }
+}
+
+/// Logs the cause and answers a generic 500.
+pub(crate) fn internal<E: std::fmt::Display>(e: E) -> Problem {
+    tracing::error!(error = %e, "query failed");
+    Problem::internal()
+}
+
+/// The whole router: read models, audit, ops endpoints and `/openapi.json`, with the shared
+/// middleware.
+pub fn app(state: AppState, limits: Limits) -> Router {
+    let api = Router::new()
+        .route("/v1/products", get(products::list))
+        .route("/v1/products/{id}", get(products::one))
+        .route("/v1/orders/{id}", get(orders::one))
+        .route("/v1/customers/{id}/orders", get(orders::by_customer))
+        .route("/v1/merchants/{id}/orders", get(orders::by_merchant))
+        .route("/v1/merchants/{id}/sales", get(sales::daily))
+        .route("/v1/projections", get(projections::list))
+        .route("/openapi.json", get(openapi::document))
+        .with_state(state.clone())
+        .merge(audit::router(state.pool.clone(), state.keys.clone()));
+    let pg = state.pool.clone();
+    let ops = ops::router(vec![(
+        "postgres",
+        ops::check(move || {
+            let pg = pg.clone();
+            async move { sqlx::query("SELECT 1").execute(&pg).await.map(|_| ()).map_err(|e| e.to_string()) }
+        }),
+    )]);
+    layers(api, limits).merge(ops)
+}
+
+/// Connects, migrates (the log and the read models, so the API can start first), and serves on
+/// `listener` until `shutdown` resolves; in-flight requests finish first.
+///
+/// # Errors
+/// When the database cannot be reached or migrated, or serving fails.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = ordo_event_store::connect(&config.database_url, config.db_connections).await?;
+    ordo_event_store::migrate(&pool).await?;
+    ordo_projectors::migrate(&pool).await?;
+    let state = AppState {
+        pool: pool.clone(),
+        keys: Arc::new(JwtKeys::from_secret(config.jwt_secret.as_bytes())),
+        consistency_wait: config.consistency_wait(),
+    };
+    let limits = Limits { timeout: Duration::from_millis(config.request_timeout_ms), ..Limits::default() };
+    tracing::info!(addr = %listener.local_addr()?, "query api listening");
+    ordo_service::http::serve(listener, app(state, limits), shutdown).await?;
+    pool.close().await;
+    tracing::info!("query api stopped");
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Audit endpoints over the event log itself (never the read models), for auditors and admins:
+//! stream history with metadata and hashes, state as of a time or version (rebuilt with the
+//! write side's `evolve`), stream digests and proofs, log search and chain verification.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use ordo_domain::{Aggregate, Customer, Merchant, Order, Product};
+use ordo_event_store::search::{search, LogQuery};
+use ordo_event_store::{EventStore, RecordedEvent};
+use ordo_schemas::{EventEnvelope, Role, StreamCategory, StreamRef};
+use ordo_service::http::{Json, Query};
+use ordo_service::problem::FieldProblem;
+use ordo_service::{JwtKeys, Principal, Problem};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Clone)]
+struct AuditState {
+    store: EventStore,
+    keys: Arc<JwtKeys>,
+}
+
+impl FromRef<AuditState> for Arc<JwtKeys> {
+    fn from_ref(s: &AuditState) -> Self {
+        s.keys.clone()
+    }
+}
+
+/// The audit routes, with their own state.
+pub fn router(pool: sqlx::PgPool, keys: Arc<JwtKeys>) -> Router {
+    Router::new()
+        .route("/v1/audit/streams/{category}/{id}/events", get(stream_events))
+        .route("/v1/audit/streams/{category}/{id}/state", get(stream_state))
+        .route("/v1/audit/streams/{category}/{id}/digest", get(stream_digest))
+        .route("/v1/audit/streams/{category}/{id}/digest/proof", get(digest_proof))
+        .route("/v1/audit/events", get(search_events))
+        .route("/v1/audit/verify", get(verify))
+        .with_state(AuditState { store: EventStore::new(pool), keys })
+}
+
+fn require_auditor(p: &Principal) -> Result<(), Problem> {
+    p.require(&[Role::Auditor, Role::Admin])
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "audit request failed");
+    Problem::internal()
+}
+
+fn invalid(field: &str, message: &str) -> Problem {
+    Problem::validation(vec![FieldProblem { field: field.to_owned(), message: message.to_owned() }])
+}
+
+/// Parses `{category}/{id}`; an unknown category or malformed id is a 404 (no such stream).
+fn stream_ref(category: &str, id: &str) -> Result<StreamRef, Problem> {
+    let category = StreamCategory::parse(category)
+        .ok_or_else(|| Problem::not_found(format!("unknown stream category {category}")))?;
+    let id = Uuid::parse_str(id).map_err(|_| Problem::not_found("no such stream"))?;
+    Ok(StreamRef::new(category, id))
+}
+
+fn envelope(e: &RecordedEvent) -> Result<EventEnvelope, Problem> {
+    e.to_envelope().map_err(internal)
+}
+
+#[derive(Deserialize)]
+struct VersionRange {
+    from_version: Option<i64>,
+    to_version: Option<i64>,
+}
+
+async fn stream_events(
+    State(s): State<AuditState>,
+    principal: Principal,
+    Path((category, id)): Path<(String, String)>,
+    Query(range): Query<VersionRange>,
+) -> Result<Response, Problem> {
+    require_auditor(&principal)?;
+    let stream = stream_ref(&category, &id)?;
+    let from = range.from_version.unwrap_or(1).max(1);
+    let to = range.to_version.unwrap_or(i64::MAX);
+    if to < from {
+        return Err(invalid("to_version", "must not be below from_version"));
+    }
+    let events = s.store.read_stream_range(stream, from, to).await.map_err(internal)?;
+    if events.is_empty() && s.store.stream_version(stream).await.map_err(internal)? == 0 {
+        return Err(Problem::not_found(format!("stream {stream} does not exist")));
+    }
+    let events = events.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AsOf {
+    at: Option<DateTime<Utc>>,
+    version: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct StateAnswer {
+    version: i64,
+    recorded_at: Option<DateTime<Utc>>,
+    state: Value,
+}
+
+async fn stream_state(
+    State(s): State<AuditState>,
+    principal: Principal,
+    Path((category, id)): Path<(String, String)>,
+    Query(as_of): Query<AsOf>,
+) -> Result<Response, Problem> {
+    require_auditor(&principal)?;
+    let stream = stream_ref(&category, &id)?;
+    if as_of.at.is_some() && as_of.version.is_some() {
+        return Err(invalid("at", "give either at or version, not both"));
+    }
+    if as_of.version.is_some_and(|v| v < 0) {
+        return Err(invalid("version", "must not be negative"));
+    }
+    let mut events = s.store.read_stream_range(stream, 1, as_of.version.unwrap_or(i64::MAX)).await.map_err(internal)?;
+    if events.is_empty() && s.store.stream_version(stream).await.map_err(internal)? == 0 {
+        return Err(Problem::not_found(format!("stream {stream} does not exist")));
+    }
+    if let Some(at) = as_of.at {
+        events.retain(|e| e.recorded_at <= at);
+    }
+    let state = fold(stream.category, &events)?;
+    let last = events.last();
+    Ok(Json(StateAnswer { version: last.map_or(0, |e| e.version), recorded_at: last.map(|e| e.recorded_at), state })
+        .into_response())
+}
+
+/// Rebuilds the aggregate from `events` with the same `evolve` the write side uses.
+fn fold(category: StreamCategory, events: &[RecordedEvent]) -> Result<Value, Problem> {
+    fn run<A: Aggregate + Serialize>(events: &[RecordedEvent]) -> Result<Value, Problem> {
+        let typed = events.iter().map(|e| e.decode::<A::Event>()).collect::<Result<Vec<_>, _>>().map_err(internal)?;
+        serde_json::to_value(A::from_events(&typed)).map_err(internal)
+    }
+    match category {
+        StreamCategory::Customer => run::<Customer>(events),
+        StreamCategory::Merchant => run::<Merchant>(events),
+        StreamCategory::Product => run::<Product>(events),
+        StreamCategory::Order => run::<Order>(events),
+    }
+}
+
+async fn stream_digest(
+    State(s): State<AuditState>,
+    principal: Principal,
+    Path((category, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    require_auditor(&principal)?;
+    let stream = stream_ref(&category, &id)?;
+    let version = s.store.stream_version(stream).await.map_err(internal)?;
+    let head = s.store.read_stream_range(stream, version, version).await.map_err(internal)?;
+    let Some(head) = head.first() else {
+        return Err(Problem::not_found(format!("stream {stream} does not exist")));
+    };
+    Ok(Json(json!({ "version": version, "head_hash": hex::encode(&head.hash) })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    version: Option<i64>,
+    hash: Option<String>,
+}
+
+async fn digest_proof(
+    State(s): State<AuditState>,
+    principal: Principal,
+    Path((category, id)): Path<(String, String)>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Response, Problem> {
+    require_auditor(&principal)?;
+    let stream = stream_ref(&category, &id)?;
+    let mut errors = Vec::new();
+    if q.version.is_none_or(|v| v <= 0) {
+        errors.push(FieldProblem { field: "version".into(), message: "a positive version is required".into() });
+    }
+    let hash = q.hash.unwrap_or_default();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        errors.push(FieldProblem { field: "hash".into(), message: "64 hex characters are required".into() });
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let proof = ordo_event_store::verify::prove_digest(s.store.pool(), stream, q.version.unwrap_or(0), &hash)
+        .await
+        .map_err(internal)?;
+    Ok(Json(proof).into_response())
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    actor: Option<Uuid>,
+    correlation_id: Option<Uuid>,
+    category: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+const MAX_LIMIT: i64 = 500;
+
+fn encode_cursor(position: i64) -> String {
+    hex::encode(format!("p{position}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = hex::decode(cursor).ok()?;
+    std::str::from_utf8(&bytes).ok()?.strip_prefix('p')?.parse().ok()
+}
+
+async fn search_events(
+    State(s): State<AuditState>,
+    principal: Principal,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, Problem> {
+    require_auditor(&principal)?;
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        errors.push(FieldProblem { field: "limit".into(), message: format!("must be 1..={MAX_LIMIT}") });
+    }
+    let after = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => decode_cursor(c).unwrap_or_else(|| {
+            errors.push(FieldProblem { field: "cursor".into(), message: "malformed cursor".into() });
+            0
+        }),
+    };
+    let category = match q.category.as_deref() {
+        None => None,
+        Some(c) => StreamCategory::parse(c).or_else(|| {
+            errors.push(FieldProblem { field: "category".into(), message: "unknown category".into() });
+            None
+        }),
+    };
+    if let (Some(from), Some(to)) = (q.from, q.to) {
+        if to < from {
+            errors.push(FieldProblem { field: "to".into(), message: "must not be before from".into() });
+        }
+    }
+    if q.event_type.as_ref().is_some_and(|t| t.len() > 100) {
+        errors.push(FieldProblem { field: "type".into(), message: "too long".into() });
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let query = LogQuery {
+        from_time: q.from,
+        to_time: q.to,
+        event_type: q.event_type,
+        actor: q.actor,
+        correlation_id: q.correlation_id,
+        category,
+        ..LogQuery::default()
+    };
+    // One extra row tells whether another page exists.
+    let mut events = search(s.store.pool(), &query, after, limit + 1).await.map_err(internal)?;
+    let more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    let next_cursor = if more { events.last().map(|e| encode_cursor(e.position)) } else { None };
+    let items = events.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
+}
+
+#[derive(Deserialize)]
+struct VerifyQuery {
+    category: Option<String>,
+    id: Option<Uuid>,
+}
+
+async fn verify(
+    State(s): State<AuditState>,
+    principal: Principal,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Response, Problem> {
+    require_auditor(&principal)?;
+    let category = match q.category.as_deref() {
+        None => None,
+        Some(c) => Some(StreamCategory::parse(c).ok_or_else(|| invalid("category", "unknown category"))?),
+    };
+    if q.id.is_some() && category.is_none() {
+        return Err(invalid("category", "required with id"));
+    }
+    let report = ordo_event_store::verify::verify(s.store.pool(), category, q.id).await.map_err(internal)?;
+    Ok(Json(report).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor(&hex::encode("q1")), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! Configuration of the `query-api` process, from flags and environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `query-api` settings. The JWT secret and the database URL are never logged.
+#[derive(Clone, clap::Parser)]
+#[command(name = "query-api", about = "The HTTP read side of Ordo")]
+pub struct Config {
+    /// Listen address.
+    #[arg(long, env = "ORDO_QUERY_ADDR", default_value = "127.0.0.1:8081")]
+    pub addr: SocketAddr,
+    /// Postgres holding the read models and the event log.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ordo",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// HS256 secret of the bearer tokens (required).
+    #[arg(long, env = "ORDO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// Longest wait for a consistency token, in milliseconds.
+    #[arg(long, env = "ORDO_QUERY_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
+    pub consistency_wait_ms: u64,
+    /// Postgres connections.
+    #[arg(long, env = "ORDO_QUERY_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+    /// Per-request timeout in milliseconds (must exceed the consistency wait).
+    #[arg(long, env = "ORDO_QUERY_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl Config {
+    /// Defaults for everything but the secret and the database (for tests and embedding).
+    pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            database_url: database_url.into(),
+            jwt_secret: jwt_secret.into(),
+            consistency_wait_ms: 2000,
+            db_connections: 16,
+            request_timeout_ms: 10_000,
+        }
+    }
+
+    pub fn consistency_wait(&self) -> Duration {
+        Duration::from_millis(self.consistency_wait_ms)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("database_url", &"<redacted>")
+            .field("jwt_secret", &"<redacted>")
+            .field("consistency_wait_ms", &self.consistency_wait_ms)
+            .field("db_connections", &self.db_connections)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
