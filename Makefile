@@ -7,15 +7,16 @@ CARGO ?= cargo
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-run: ## start everything with demo data
-	@echo "make run: the services are not built yet; see README.md for what exists today" >&2
-	@exit 1
+run: ## start everything with demo data (Ctrl-C stops it)
+	scripts/run.sh
 
 test-deps:
 	@scripts/ensure-postgres.sh
+	@scripts/install-tools.sh
 	@scripts/install-broker.sh
 
 test: test-deps ## the whole suite (real Postgres and a real broker)
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -31,6 +32,10 @@ fmt: ## format the code
 
 schemas: ## regenerate the JSON Schema files under schemas/json
 	UPDATE_SCHEMAS=1 $(CARGO) test -p ordo-schemas --test schema_files
+
+bench: ## benchmarks against pgbench on this machine (append throughput today)
+	@scripts/ensure-postgres.sh
+	$(CARGO) run --release -p ordo-bench -- append
 
 broker: ## run the local broker on 127.0.0.1:9092 in the foreground
 	scripts/broker.sh 9092
