@@ -361,6 +361,17 @@ fn flush_commits(consumer: &BaseConsumer, pending: &mut Pending, mode: CommitMod
 ///
 /// # Errors
 /// The reason they do not, as text.
+/// The Kafka readiness check of a worker's `/readyz`: the brokers answer a metadata request.
+pub fn readiness(brokers: String) -> (&'static str, ordo_service::ops::ReadinessCheck) {
+    (
+        "kafka",
+        ordo_service::ops::check(move || {
+            let brokers = brokers.clone();
+            async move { check_reachable(&brokers, Duration::from_secs(2)).await }
+        }),
+    )
+}
+
 pub async fn check_reachable(brokers: &str, timeout: Duration) -> Result<(), String> {
     let config = client_config(brokers);
     tokio::task::spawn_blocking(move || {

@@ -63,15 +63,7 @@ pub fn app(state: AppState, limits: Limits) -> Router {
         .route("/openapi.json", get(openapi::document))
         .with_state(state.clone())
         .merge(audit::router(state.pool.clone(), state.keys.clone()));
-    let pg = state.pool.clone();
-    let ops = ops::router(vec![(
-        "postgres",
-        ops::check(move || {
-            let pg = pg.clone();
-            async move { sqlx::query("SELECT 1").execute(&pg).await.map(|_| ()).map_err(|e| e.to_string()) }
-        }),
-    )]);
-    layers(api, limits).merge(ops)
+    layers(api, limits).merge(ops::router(vec![ops::postgres(state.pool.clone())]))
 }
 
 /// Connects, migrates (the log and the read models, so the API can start first), and serves on

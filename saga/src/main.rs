@@ -10,14 +10,13 @@
 //! SIGTERM or Ctrl-C: the event in hand is finished, offsets are committed, then it exits.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use ordo_command_api::CommandService;
 use ordo_event_store::{connect, kafka, migrate, EventStore};
 use ordo_saga::{SagaConfig, SagaStatus};
 use ordo_service::ops;
-use ordo_service::shutdown::{self, Shutdown};
+use ordo_service::shutdown::Shutdown;
 
 #[derive(Debug, Parser)]
 #[command(name = "order-saga", about = "The Ordo order saga")]
@@ -58,35 +57,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..SagaConfig::default()
     };
 
-    let db = pool.clone();
-    let brokers = args.brokers.clone();
-    let router = ops::router(vec![
-        (
-            "postgres",
-            ops::check(move || {
-                let db = db.clone();
-                async move { sqlx::query("SELECT 1").execute(&db).await.map(|_| ()).map_err(|e| e.to_string()) }
-            }),
-        ),
-        (
-            "kafka",
-            ops::check(move || {
-                let brokers = brokers.clone();
-                async move { kafka::check_reachable(&brokers, Duration::from_secs(2)).await }
-            }),
-        ),
-    ]);
-    let listener = tokio::net::TcpListener::bind(&args.ops_addr).await?;
-    tracing::info!(addr = %args.ops_addr, brokers = %config.brokers, group = %config.group_id, "order saga starting");
-
-    let stop = Shutdown::new();
-    let ops_stop = stop.clone();
-    let ops_task = tokio::spawn(ordo_service::http::serve(listener, router, async move { ops_stop.wait().await }));
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        trigger.trigger();
-    });
+    tracing::info!(brokers = %config.brokers, group = %config.group_id, "order saga starting");
+    let stop = Shutdown::on_signal();
+    let checks = vec![ops::postgres(pool.clone()), kafka::readiness(args.brokers.clone())];
+    let ops_task = ops::serve_worker_ops(&args.ops_addr, checks, stop.clone()).await?;
 
     let result = ordo_saga::run(service, config, Arc::new(SagaStatus::default()), stop.clone()).await;
     stop.trigger();

@@ -79,3 +79,26 @@ pub fn router(checks: Vec<(&'static str, ReadinessCheck)>) -> Router {
             }),
         )
 }
+
+/// The Postgres readiness check every process uses: the pool answers `SELECT 1`.
+pub fn postgres(pool: sqlx::PgPool) -> (&'static str, ReadinessCheck) {
+    (
+        "postgres",
+        check(move || {
+            let pool = pool.clone();
+            async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) }
+        }),
+    )
+}
+
+/// Binds `addr` and serves the ops routes of a worker (a process without an HTTP API) until
+/// `shutdown` is triggered.
+pub async fn serve_worker_ops(
+    addr: &str,
+    checks: Vec<(&'static str, ReadinessCheck)>,
+    shutdown: crate::shutdown::Shutdown,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr, "ops endpoints listening");
+    Ok(tokio::spawn(crate::http::serve(listener, router(checks), async move { shutdown.wait().await })))
+}

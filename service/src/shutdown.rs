@@ -44,6 +44,17 @@ impl Shutdown {
         Self::default()
     }
 
+    /// A flag that SIGTERM or Ctrl-C triggers.
+    pub fn on_signal() -> Self {
+        let stop = Self::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            signal().await;
+            trigger.trigger();
+        });
+        stop
+    }
+
     /// Tells every holder to stop.
     pub fn trigger(&self) {
         let _ = self.tx.send(true);

@@ -72,11 +72,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .fallback(|| async { ordo_service::Problem::not_found("no such route") })
         .with_state(state)
         .layer(axum::middleware::from_fn(correlate));
-    let readiness = ops::check(move || {
-        let pool = pool.clone();
-        async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) }
-    });
-    ordo_service::http::layers(api, limits).merge(ops::router(vec![("postgres", readiness)]))
+    ordo_service::http::layers(api, limits).merge(ops::router(vec![ops::postgres(pool)]))
 }
 
 /// Takes the client's correlation id or mints one, runs the request in a span carrying it and

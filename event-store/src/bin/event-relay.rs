@@ -19,7 +19,7 @@ use clap::Parser;
 use ordo_event_store::relay::{Relay, RelayConfig};
 use ordo_event_store::{connect, kafka, migrate, EventStore};
 use ordo_service::ops;
-use ordo_service::shutdown::{self, Shutdown};
+use ordo_service::shutdown::Shutdown;
 
 #[derive(Debug, Parser)]
 #[command(name = "event-relay", about = "Publishes the Ordo event log to Kafka")]
@@ -72,35 +72,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..RelayConfig::default()
     };
 
-    let db = pool.clone();
-    let brokers = args.brokers.clone();
-    let ops = ops::router(vec![
-        (
-            "postgres",
-            ops::check(move || {
-                let db = db.clone();
-                async move { sqlx::query("SELECT 1").execute(&db).await.map(|_| ()).map_err(|e| e.to_string()) }
-            }),
-        ),
-        (
-            "kafka",
-            ops::check(move || {
-                let brokers = brokers.clone();
-                async move { kafka::check_reachable(&brokers, Duration::from_secs(2)).await }
-            }),
-        ),
-    ]);
-    let listener = tokio::net::TcpListener::bind(&args.ops_addr).await?;
-    tracing::info!(addr = %args.ops_addr, brokers = %config.brokers, relay = %config.name, "event relay starting");
-
-    let stop = Shutdown::new();
-    let ops_stop = stop.clone();
-    let ops_task = tokio::spawn(ordo_service::http::serve(listener, ops, async move { ops_stop.wait().await }));
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        trigger.trigger();
-    });
+    tracing::info!(brokers = %config.brokers, relay = %config.name, "event relay starting");
+    let stop = Shutdown::on_signal();
+    let checks = vec![ops::postgres(pool.clone()), kafka::readiness(args.brokers.clone())];
+    let ops_task = ops::serve_worker_ops(&args.ops_addr, checks, stop.clone()).await?;
 
     Relay::new(store, config).run(stop.clone()).await;
     stop.trigger();
