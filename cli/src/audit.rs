@@ -9,7 +9,7 @@ use ordo_event_store::search::{search, LogQuery};
 use ordo_schemas::{StreamCategory, StreamRef};
 use uuid::Uuid;
 
-fn parse_category(s: &str) -> Result<StreamCategory, String> {
+pub(crate) fn parse_category(s: &str) -> Result<StreamCategory, String> {
     StreamCategory::parse(s).ok_or_else(|| format!("unknown category {s} (customer, merchant, product, order)"))
 }
 

@@ -1,10 +1,12 @@
-//! `ordo`: the operator CLI (tokens, migrations, chain verification, digest proofs, export).
+//! `ordo`: the operator CLI (tokens, migrations, chain verification, digest proofs, export,
+//! projection rebuilds, parked-stream retries and replay with drift detection).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod projections;
 mod token;
 
 #[derive(Parser)]
@@ -19,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the database tables (idempotent).
+    /// Create or update every crate's tables: event store, command API, projections (idempotent).
     Migrate,
     /// Sign a JWT for local use with the secret in ORDO_JWT_SECRET.
     MintToken(token::Args),
@@ -33,6 +35,13 @@ enum Command {
     Export(audit::ExportArgs),
     /// Re-verify an export (a file, or - for stdin) without the database; exits 1 if broken.
     VerifyExport(audit::VerifyExportArgs),
+    /// Rebuild projections from the log into shadow tables and swap them in.
+    Rebuild(projections::RebuildArgs),
+    /// Re-apply parked streams from the log; exits 1 if a stream stays parked.
+    RetryParked(projections::RetryArgs),
+    /// Replay projections from the log into separate tables and diff them with the live ones;
+    /// exits 1 on drift.
+    Replay(projections::ReplayArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,12 +49,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::MintToken(args) => token::run(args),
-        Command::Migrate => migrate(&cli.database_url).await,
+        Command::Migrate => projections::migrate(&cli.database_url).await,
         Command::Verify(args) => audit::verify(&cli.database_url, args).await,
         Command::ProveDigest(args) => audit::prove(&cli.database_url, args).await,
         Command::Digest(args) => audit::digest(&cli.database_url, args).await,
         Command::Export(args) => audit::export(&cli.database_url, args).await,
         Command::VerifyExport(args) => audit::verify_export(args),
+        Command::Rebuild(args) => projections::rebuild(&cli.database_url, args).await,
+        Command::RetryParked(args) => projections::retry_parked(&cli.database_url, args).await,
+        Command::Replay(args) => projections::replay(&cli.database_url, args).await,
     };
     match result {
         Ok(code) => code,
@@ -54,11 +66,4 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
-    let pool = ordo_event_store::connect(url, 2).await?;
-    ordo_event_store::migrate(&pool).await?;
-    eprintln!("migrated");
-    Ok(ExitCode::SUCCESS)
 }

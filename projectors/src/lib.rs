@@ -20,6 +20,7 @@ pub mod follow;
 pub mod incoming;
 pub mod model;
 pub mod rebuild;
+pub mod replay;
 pub mod retry;
 #[cfg(feature = "kafka")]
 pub mod run;

@@ -85,7 +85,7 @@ pub struct Target {
     pub projection: Projection,
     /// The `projection` column value of progress, parked and dead-letter rows.
     pub key: String,
-    /// `""` for the live tables, `"_shadow"` for a rebuild's.
+    /// `""` for the live tables, `"_shadow"` for a rebuild's, `"_replay"` for a replay's.
     suffix: &'static str,
     /// Live targets take the projection's advisory lock shared in every batch.
     pub live: bool,
@@ -100,6 +100,11 @@ impl Target {
     /// The shadow tables of a rebuild.
     pub fn shadow(projection: Projection) -> Self {
         Self { projection, key: projection.shadow_key(), suffix: "_shadow", live: false }
+    }
+
+    /// The tables of a drift-detection replay (`<table>_replay`, progress key `<name>#replay`).
+    pub fn replay(projection: Projection) -> Self {
+        Self { projection, key: format!("{}#replay", projection.name()), suffix: "_replay", live: false }
     }
 
     /// The name of one of the projection's tables in this target, e.g. `rm_orders_shadow`.

@@ -1,6 +1,9 @@
 //! The operator CLI run as a real process against a real database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod export_memory;
+mod projections;
+
 use std::process::Output;
 
 use ordo_event_store::testing::TestDb;

@@ -1,0 +1,209 @@
+//! Projection commands: migrate, rebuild, retry-parked and replay with drift detection.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ordo_projectors::replay::{DriftReport, ReplayOptions, TableDrift};
+use ordo_projectors::Projection;
+use ordo_schemas::{StreamCategory, StreamRef};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::audit::parse_category;
+
+/// Connections for the projection commands: a rebuild holds a lock connection and its swap
+/// transaction while it reads the log through a third.
+const POOL_SIZE: u32 = 4;
+
+fn parse_projection(s: &str) -> Result<Projection, String> {
+    Projection::parse(s).ok_or_else(|| format!("unknown projection {s} (orders, catalog, sales)"))
+}
+
+fn chosen(projection: Option<Projection>) -> Vec<Projection> {
+    projection.map_or_else(|| Projection::ALL.to_vec(), |p| vec![p])
+}
+
+async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    ordo_event_store::connect(url, POOL_SIZE).await.context("connect to the database")
+}
+
+/// Every crate's migrations, in dependency order; each ignores the others' versions.
+pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
+    let pool = pool(url).await?;
+    ordo_event_store::migrate(&pool).await.context("event store migrations")?;
+    ordo_command_api::migrate(&pool).await.context("command api migrations")?;
+    ordo_projectors::migrate(&pool).await.context("projector migrations")?;
+    eprintln!("migrated: event store, command api, projectors");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct RebuildArgs {
+    /// orders, catalog or sales; all when omitted.
+    #[arg(long, value_parser = parse_projection)]
+    projection: Option<Projection>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn rebuild(url: &str, args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    let pool = pool(url).await?;
+    let mut reports = Vec::new();
+    for p in chosen(args.projection) {
+        let r = ordo_projectors::rebuild(&pool, p).await.with_context(|| format!("rebuild of {p}"))?;
+        if !args.json {
+            println!(
+                "{p}: rebuilt from {} events ({} caught up in the swap) in {:.3} s, swap held the lock {} ms",
+                r.events,
+                r.caught_up,
+                r.duration.as_secs_f64(),
+                r.swap.as_millis()
+            );
+        }
+        reports.push(json!({
+            "projection": p.name(),
+            "events": r.events,
+            "caught_up": r.caught_up,
+            "duration_ms": r.duration.as_millis() as u64,
+            "swap_ms": r.swap.as_millis() as u64,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct RetryArgs {
+    /// orders, catalog or sales; all when omitted.
+    #[arg(long, value_parser = parse_projection)]
+    projection: Option<Projection>,
+    /// Only the stream of this category (with --id).
+    #[arg(long, value_parser = parse_category, requires = "id")]
+    category: Option<StreamCategory>,
+    /// Only the stream with this id (with --category).
+    #[arg(long, requires = "category")]
+    id: Option<Uuid>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exits 1 when a stream stays parked.
+pub async fn retry_parked(url: &str, args: RetryArgs) -> anyhow::Result<ExitCode> {
+    let pool = pool(url).await?;
+    let stream = args.category.zip(args.id).map(|(c, id)| StreamRef::new(c, id));
+    let outcomes = ordo_projectors::retry_parked(&pool, args.projection, stream).await.context("retry")?;
+    let still_parked = outcomes.iter().filter(|o| !o.unparked).count();
+    if args.json {
+        let list: Vec<Value> = outcomes
+            .iter()
+            .map(|o| {
+                json!({"projection": o.projection.name(), "category": o.stream.category.as_str(),
+                    "stream_id": o.stream.id, "unparked": o.unparked, "applied": o.applied, "error": o.error})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if outcomes.is_empty() {
+        println!("no parked streams");
+    } else {
+        for o in &outcomes {
+            match &o.error {
+                None => println!("{} {}: unparked, {} events applied", o.projection, o.stream, o.applied),
+                Some(e) => println!("{} {}: still parked: {e}", o.projection, o.stream),
+            }
+        }
+        println!("{} retried, {still_parked} still parked", outcomes.len());
+    }
+    Ok(if still_parked == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// orders, catalog or sales; all when omitted.
+    #[arg(long, value_parser = parse_projection)]
+    projection: Option<Projection>,
+    /// Replay events up to this log position (inclusive); default: the whole committed log.
+    #[arg(long)]
+    to_position: Option<i64>,
+    /// Keep the <table>_replay tables for inspection (the next replay replaces them).
+    #[arg(long)]
+    keep: bool,
+    /// Seconds to wait for a long transaction holding the commit-safe horizon back.
+    #[arg(long, default_value_t = 30)]
+    horizon_wait_secs: u64,
+    /// Print JSON (one report per projection) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exits 1 when any projection drifted.
+pub async fn replay(url: &str, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let pool = pool(url).await?;
+    let options = ReplayOptions {
+        to_position: args.to_position,
+        keep: args.keep,
+        horizon_wait: Duration::from_secs(args.horizon_wait_secs),
+    };
+    let mut reports = Vec::new();
+    for p in chosen(args.projection) {
+        let report =
+            ordo_projectors::replay::replay_with(&pool, p, &options).await.with_context(|| format!("replay of {p}"))?;
+        if !args.json {
+            print_report(&report);
+        }
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    let drift = reports.iter().any(|r| r.drift);
+    Ok(if drift { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_report(r: &DriftReport) {
+    let verdict = if r.drift { "DRIFT" } else { "no drift" };
+    println!(
+        "{}: replayed {} events up to position {} in {} ms: {verdict}",
+        r.projection, r.events, r.to_position, r.duration_ms
+    );
+    if !r.complete {
+        println!("  warning: a long transaction held the commit-safe horizon back; some events were not replayed");
+    }
+    if r.replay_parked > 0 {
+        println!("  the replay parked {} streams on poison events", r.replay_parked);
+    }
+    for t in &r.tables {
+        print_table(t);
+    }
+}
+
+fn print_table(t: &TableDrift) {
+    let c = &t.counts;
+    println!(
+        "  {}: {} missing, {} extra, {} different, {} in flight (not drift)",
+        t.table, c.missing, c.extra, c.different, c.in_flight
+    );
+    for row in &t.missing {
+        println!("    missing {}", Value::Object(row.key.clone()));
+    }
+    for row in &t.extra {
+        println!("    extra {}: {}", Value::Object(row.key.clone()), row.row);
+    }
+    for row in &t.different {
+        println!("    different {}", Value::Object(row.key.clone()));
+        for (column, d) in &row.columns {
+            println!("      {column}: live {} replay {}", d.live, d.replay);
+        }
+    }
+    let listed = (t.missing.len() + t.extra.len() + t.different.len()) as u64;
+    if listed < c.missing + c.extra + c.different {
+        println!(
+            "    ... {} more not listed (use --json, or --keep and SQL)",
+            c.missing + c.extra + c.different - listed
+        );
+    }
+}
