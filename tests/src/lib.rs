@@ -1,5 +1,6 @@
 //! A harness that runs Ordo's real processes (the built binaries) against a fresh database and
-//! a real broker, for end-to-end and fault tests. Each process can be SIGKILLed and restarted.
+//! a real broker, for end-to-end and fault tests. Each process can be SIGKILLed and restarted,
+//! and extra replicas of a process can run next to the main one ([`Stack::start_extra`]).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -14,6 +15,10 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 pub const SECRET: &str = "e2e-test-secret";
+
+/// How long the query API waits for a consistency token here. Generous: the machine running the
+/// tests is shared, and a read that times out says so (`Ordo-Consistency: timeout`).
+pub const CONSISTENCY_WAIT_MS: u64 = 8_000;
 
 /// The processes of an Ordo deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +43,18 @@ impl Service {
             Service::QueryApi => "query-api",
         }
     }
+
+    /// The environment variable holding the address the process listens on (its API for the
+    /// two HTTP services, its ops endpoints for the others).
+    pub fn addr_var(self) -> &'static str {
+        match self {
+            Service::CommandApi => "ORDO_COMMAND_ADDR",
+            Service::QueryApi => "ORDO_QUERY_ADDR",
+            Service::Relay => "ORDO_RELAY_OPS_ADDR",
+            Service::Saga => "ORDO_SAGA_OPS_ADDR",
+            Service::Projectors => "ORDO_PROJECTORS_OPS_ADDR",
+        }
+    }
 }
 
 /// Where cargo put the workspace binaries: next to this test executable's `deps/` folder.
@@ -47,8 +64,28 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().expect("profile dir").to_path_buf()
 }
 
-struct Running {
-    child: Child,
+/// A replica started next to the main instance of a service, on its own address. Killed when
+/// dropped.
+pub struct Extra {
+    pub service: Service,
+    /// The address it listens on (`host:port`).
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl Extra {
+    /// `http://<addr><path>`, e.g. `extra.url("/metrics")`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILLs the replica: no shutdown hooks run.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
 }
 
 /// One deployment: database, broker and the five processes, each on its own loopback ports.
@@ -58,7 +95,7 @@ pub struct Stack {
     pub command_url: String,
     pub query_url: String,
     ops: HashMap<Service, String>,
-    running: HashMap<Service, Running>,
+    running: HashMap<Service, Child>,
     instance: u32,
     keys: JwtKeys,
     log_dir: PathBuf,
@@ -112,8 +149,18 @@ impl Stack {
         format!("http://{}{path}", self.query_url)
     }
 
-    /// Starts (or restarts) one process and waits for its readiness.
-    pub async fn start_service(&mut self, s: Service) {
+    /// A URL on the main instance of `s` (its ops endpoints, e.g. `/metrics`).
+    pub fn ops(&self, s: Service, path: &str) -> String {
+        format!("http://{}{path}", self.addr(s))
+    }
+
+    /// Where the process logs of this stack go.
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+
+    /// Spawns `s` listening on `addr`; every other setting is the stack's.
+    fn spawn(&mut self, s: Service, addr: &str) -> Child {
         self.instance += 1;
         let log = std::fs::File::create(self.log_dir.join(format!("{}-{}.log", s.binary(), self.instance))).unwrap();
         let mut cmd = Command::new(bin_dir().join(s.binary()));
@@ -125,18 +172,35 @@ impl Stack {
             .env("ORDO_RELAY_OPS_ADDR", &self.ops[&Service::Relay])
             .env("ORDO_SAGA_OPS_ADDR", &self.ops[&Service::Saga])
             .env("ORDO_PROJECTORS_OPS_ADDR", &self.ops[&Service::Projectors])
+            .env(s.addr_var(), addr)
             .env("ORDO_RELAY_POLL_INTERVAL_MS", "20")
+            .env("ORDO_QUERY_CONSISTENCY_WAIT_MS", CONSISTENCY_WAIT_MS.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {} from {:?}: {e}", s.binary(), bin_dir()));
-        self.running.insert(s, Running { child });
-        self.wait_ready(s).await;
+        cmd.spawn().unwrap_or_else(|e| panic!("start {} from {:?}: {e}", s.binary(), bin_dir()))
     }
 
-    async fn wait_ready(&mut self, s: Service) {
-        let url = format!("http://{}/readyz", self.addr(s));
+    /// Starts (or restarts) the main instance of one process and waits for its readiness.
+    pub async fn start_service(&mut self, s: Service) {
+        let addr = self.addr(s);
+        let mut child = self.spawn(s, &addr);
+        self.wait_ready(s, &addr, &mut child).await;
+        self.running.insert(s, child);
+    }
+
+    /// Starts another replica of `s` on a free address of its own (same database, broker,
+    /// consumer group and relay name as the main instance) and waits for its readiness.
+    pub async fn start_extra(&mut self, s: Service) -> Extra {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = self.spawn(s, &addr);
+        self.wait_ready(s, &addr, &mut child).await;
+        Extra { service: s, addr, child: Some(child) }
+    }
+
+    async fn wait_ready(&self, s: Service, addr: &str, child: &mut Child) {
+        let url = format!("http://{addr}/readyz");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self.http.get(&url).send().await {
@@ -144,21 +208,19 @@ impl Stack {
                     return;
                 }
             }
-            if let Some(r) = self.running.get_mut(&s) {
-                if let Ok(Some(status)) = r.child.try_wait() {
-                    panic!("{} exited with {status} before it was ready (logs in {:?})", s.binary(), self.log_dir);
-                }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited with {status} before it was ready (logs in {:?})", s.binary(), self.log_dir);
             }
             assert!(Instant::now() < deadline, "{} not ready (logs in {:?})", s.binary(), self.log_dir);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// SIGKILLs one process: no shutdown hooks run.
+    /// SIGKILLs the main instance of one process: no shutdown hooks run.
     pub async fn kill(&mut self, s: Service) {
-        if let Some(mut r) = self.running.remove(&s) {
-            let _ = r.child.start_kill();
-            let _ = r.child.wait().await;
+        if let Some(mut child) = self.running.remove(&s) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
     }
 
@@ -166,14 +228,49 @@ impl Stack {
     pub fn token(&self, sub: Uuid, role: Role) -> String {
         self.keys.mint(sub, role, chrono::Duration::hours(1)).unwrap()
     }
+
+    /// The Prometheus text of `url` (a `/metrics` endpoint).
+    pub async fn metrics(&self, url: &str) -> String {
+        let resp = self.http.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        resp.text().await.unwrap()
+    }
+
+    /// How many events of order and product streams the read models have not applied yet: for
+    /// each projection (`orders`, `sales`: order streams; `catalog`: product streams) and each
+    /// stream, the stream's head version in the log minus the version the projection reached.
+    pub async fn unprojected_events(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(s.version - coalesce(p.version, 0)), 0)::bigint FROM streams s \
+             JOIN (VALUES ('orders', 'order'), ('sales', 'order'), ('catalog', 'product')) AS m(projection, category) \
+               ON m.category = s.category \
+             LEFT JOIN projection_progress p \
+               ON p.projection = m.projection AND p.category = s.category AND p.stream_id = s.stream_id",
+        )
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
+    /// How many events the log holds.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.db.pool).await.unwrap()
+    }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for r in self.running.values_mut() {
-            let _ = r.child.start_kill();
+        for child in self.running.values_mut() {
+            let _ = child.start_kill();
         }
     }
+}
+
+/// The value of an unlabelled metric in a Prometheus text, if the process exports it.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
