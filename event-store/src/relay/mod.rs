@@ -134,6 +134,8 @@ impl Relay {
     /// compete for the lock again; they are logged, not returned.
     pub async fn run(&self, shutdown: Shutdown) {
         let mut backoff = Backoff::new(self.config.max_backoff);
+        // A standby reports 0, so a missing series means a missing relay, not a waiting one.
+        self.set_leader(false);
         while !shutdown.is_triggered() {
             let Some(lock) = self.acquire(&shutdown).await else { return };
             self.set_leader(true);
