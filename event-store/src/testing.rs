@@ -46,7 +46,14 @@ impl TestDb {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
         let _ = conn.close().await;
         let url = url_for(&admin, &name);
-        let pool = crate::connect(&url, 40).await.expect("connect to the test database");
+        // A long acquire timeout: tests run many at once on two cores, and a slow pool under that
+        // load is not what they test.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(40)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
         crate::migrate(&pool).await.expect("migrate the test database");
         Self { pool, url, name }
     }

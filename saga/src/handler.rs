@@ -91,29 +91,47 @@ impl OrderSaga {
         let meta = &envelope.metadata.metadata;
         let ctx = CommandContext::system(meta.correlation_id, meta.event_id).with_traceparent(meta.traceparent.clone());
         let order_id = envelope.stream_id;
-        match event {
-            OrderEvent::OrderPlaced { lines, .. } => self.on_placed(&ctx, order_id, &lines).await,
-            OrderEvent::OrderCancelled { .. } => {
-                let products = self.order_products(order_id).await?;
+        // The message only says which order to look at; what to do follows from the order as the
+        // log has it, so a forged or stale message cannot move stock the order does not hold.
+        let order = self.service.load::<Order>(StreamRef::new(StreamCategory::Order, order_id)).await?.state;
+        let Some(state) = order.state() else {
+            tracing::warn!(order_id = %order_id, event = %envelope.event_type, "event for an order not in the log, ignored");
+            return Ok(Outcome::Ignored);
+        };
+        let products: Vec<Uuid> = state.lines.iter().map(|l| l.product_id).collect();
+        match (event, state.status) {
+            (OrderEvent::OrderPlaced { .. }, _) => self.on_placed(&ctx, order_id, state.status, &state.lines).await,
+            (OrderEvent::OrderCancelled { .. }, OrderStatus::Cancelled) => {
                 let released = self.release(&ctx, order_id, &products).await?;
                 Ok(if released > 0 { Outcome::Released } else { Outcome::AlreadyHandled })
             }
-            OrderEvent::OrderShipped { .. } => {
+            (OrderEvent::OrderShipped { .. }, OrderStatus::Shipped | OrderStatus::Delivered) => {
                 let mut committed = 0;
-                for product_id in self.order_products(order_id).await? {
+                for product_id in products {
                     committed += self.service.commit_reservation(&ctx, product_id, order_id).await?.events;
                 }
                 Ok(if committed > 0 { Outcome::Committed } else { Outcome::AlreadyHandled })
+            }
+            (OrderEvent::OrderCancelled { .. } | OrderEvent::OrderShipped { .. }, status) => {
+                tracing::warn!(order_id = %order_id, event = %envelope.event_type, status = status.as_str(),
+                    "event contradicts the order in the log, ignored");
+                Ok(Outcome::Ignored)
             }
             _ => Ok(Outcome::Ignored),
         }
     }
 
-    async fn on_placed(&self, ctx: &CommandContext, order_id: Uuid, lines: &[OrderLine]) -> Result<Outcome, SagaError> {
+    async fn on_placed(
+        &self,
+        ctx: &CommandContext,
+        order_id: Uuid,
+        status: OrderStatus,
+        lines: &[OrderLine],
+    ) -> Result<Outcome, SagaError> {
         let products: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-        match self.order_status(order_id).await? {
-            Some(OrderStatus::Pending) => {}
-            Some(OrderStatus::Rejected | OrderStatus::Cancelled) => {
+        match status {
+            OrderStatus::Pending => {}
+            OrderStatus::Rejected | OrderStatus::Cancelled => {
                 // Decided before (or cancelled meanwhile): make sure nothing stays reserved.
                 self.release(ctx, order_id, &products).await?;
                 return Ok(Outcome::AlreadyHandled);
@@ -198,10 +216,5 @@ impl OrderSaga {
     async fn order_status(&self, order_id: Uuid) -> Result<Option<OrderStatus>, SagaError> {
         let order = self.service.load::<Order>(StreamRef::new(StreamCategory::Order, order_id)).await?;
         Ok(order.state.status())
-    }
-
-    async fn order_products(&self, order_id: Uuid) -> Result<Vec<Uuid>, SagaError> {
-        let order = self.service.load::<Order>(StreamRef::new(StreamCategory::Order, order_id)).await?;
-        Ok(order.state.quantities().into_keys().collect())
     }
 }

@@ -2,6 +2,7 @@
 //! task, the saga consuming `ordo.orders`, commands issued through `CommandService`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod hostile_input;
 mod orders;
 mod restart;
 

@@ -159,3 +159,50 @@ async fn an_order_cancelled_while_pending_never_holds_stock() {
     saga.stop().await;
     world.shutdown().await;
 }
+
+/// The saga acts on the order as the log has it: a forged message that contradicts the log
+/// (a cancellation or shipment of an order that is merely confirmed) moves no stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_cancellation_or_shipment_that_contradicts_the_log_moves_no_stock() {
+    let world = World::start().await;
+    let (saga, _) = world.saga("saga");
+    let product = world.product(10).await;
+    let order = world.place(&[(product, 4)]).await;
+    assert_eq!(world.decided(order, DECIDE).await.status, OrderStatus::Confirmed);
+    saga.stop().await;
+
+    let direct = ordo_saga::OrderSaga::new(world.service.clone());
+    let forged = |event_type: &str, data: serde_json::Value| ordo_schemas::EventEnvelope {
+        position: 999_999,
+        category: StreamCategory::Order,
+        stream_id: order,
+        version: 3,
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        data,
+        metadata: ordo_schemas::RecordedMetadata {
+            metadata: EventMetadata {
+                event_id: Uuid::new_v4(),
+                correlation_id: Uuid::new_v4(),
+                causation_id: None,
+                actor: Actor { id: Uuid::new_v4(), role: Role::Admin },
+                traceparent: None,
+            },
+            recorded_at: chrono::Utc::now(),
+        },
+        hash: "00".repeat(32),
+        prev_hash: None,
+    };
+    let cancel = forged(
+        "OrderCancelled",
+        serde_json::json!({"reason": "forged", "cancelled_by": {"id": Uuid::new_v4(), "role": "admin"}}),
+    );
+    let ship = forged("OrderShipped", serde_json::json!({"carrier": "X", "tracking_number": "1"}));
+    for envelope in [cancel, ship] {
+        let outcome = direct.handle(&envelope).await.unwrap();
+        assert_eq!(outcome, ordo_saga::Outcome::Ignored, "{}", envelope.event_type);
+    }
+    let stock = world.stock(product).await;
+    assert_eq!((stock.on_hand, stock.reserved, stock.reservation(order)), (10, 4, Some(4)));
+    world.shutdown().await;
+}
