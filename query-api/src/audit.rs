@@ -250,8 +250,8 @@ async fn search_events(
             errors.push(FieldProblem { field: "to".into(), message: "must not be before from".into() });
         }
     }
-    if q.event_type.as_ref().is_some_and(|t| t.len() > 100) {
-        errors.push(FieldProblem { field: "type".into(), message: "too long".into() });
+    if q.event_type.as_ref().is_some_and(|t| t.len() > 100 || t.contains('\0')) {
+        errors.push(FieldProblem { field: "type".into(), message: "too long or contains NUL".into() });
     }
     if !errors.is_empty() {
         return Err(Problem::validation(errors));

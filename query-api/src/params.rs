@@ -24,6 +24,10 @@ impl Params {
     /// Parses the raw query; a malformed query string is a 400.
     pub fn from_query(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Self, Problem> {
         let Query(pairs) = q.map_err(|e| Problem::bad_request(format!("malformed query string: {e}")))?;
+        // Postgres text cannot hold U+0000: refuse it here instead of failing the query (500)
+        if pairs.iter().any(|(_, v)| v.contains('\0')) {
+            return Err(Problem::bad_request("query parameters must not contain NUL characters"));
+        }
         Ok(Self { values: pairs.into_iter().collect(), errors: Vec::new() })
     }
 

@@ -4,6 +4,8 @@
 //! shutdown.
 
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod http;
 pub mod ops;
 pub mod problem;

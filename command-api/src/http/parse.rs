@@ -84,6 +84,11 @@ impl Fields {
                 self.errors.push(e);
                 None
             }
+            // Postgres JSONB cannot hold U+0000: refuse it here instead of failing the append (500)
+            None if value.contains('\0') => {
+                self.push(field, "must not contain NUL characters");
+                None
+            }
             None => Some(value),
         }
     }

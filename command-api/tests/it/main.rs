@@ -10,3 +10,4 @@ mod idempotency;
 mod orders;
 mod parties;
 mod products;
+mod security;

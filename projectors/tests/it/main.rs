@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod from_log;
+mod hostile_input;
 mod kafka;
 mod measure;
 

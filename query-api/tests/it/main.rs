@@ -7,6 +7,7 @@ mod authorization;
 mod consistency;
 mod pagination;
 mod rebuild;
+mod security;
 
 use std::time::Duration;
 

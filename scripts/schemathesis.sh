@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Fuzzes both HTTP APIs from their own /openapi.json with schemathesis: every operation, bounded
+# examples, checks `not_a_server_error` and `response_schema_conformance`. Not part of `make test`.
+#
+# What it does: installs schemathesis into a venv under .tmp/ (once), builds the two API
+# binaries (debug), creates a fresh database, starts the command API and the query API on free
+# ports with a random JWT secret, mints an admin token with `ordo mint-token`, runs schemathesis
+# against each API, prints the requests sent and the 5xx answers (from the HAR recordings), and
+# stops everything and drops the database.
+#
+# Environment: ST_MAX_EXAMPLES (default 50), ST_SEED (default 1), ST_WORKERS (default 2),
+# ST_PHASES (default examples,coverage,fuzzing), PGHOST_URL (default postgres://postgres@127.0.0.1:5432).
+# Reports land in .tmp/schemathesis/. Exit status: 0 when neither API answered a 5xx or broke
+# its schema, 1 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+max_examples="${ST_MAX_EXAMPLES:-50}"
+seed="${ST_SEED:-1}"
+workers="${ST_WORKERS:-2}"
+phases="${ST_PHASES:-examples,coverage,fuzzing}"
+pg="${PGHOST_URL:-postgres://postgres@127.0.0.1:5432}"
+venv=".tmp/schemathesis-venv"
+out=".tmp/schemathesis"
+mkdir -p "$out"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  say "installing schemathesis into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet schemathesis
+fi
+"$venv/bin/schemathesis" --version
+
+say "building the APIs (debug)"
+cargo build --quiet -p ordo-command-api -p ordo-query-api --bins
+ordo=""
+for dir in target/debug target/release; do
+  if [ -x "$dir/ordo" ]; then ordo="$dir/ordo"; break; fi
+done
+if [ -z "$ordo" ]; then
+  cargo build --quiet -p ordo-cli --bin ordo
+  ordo=target/debug/ordo
+fi
+
+scripts/ensure-postgres.sh
+db="ordo_st_$(date +%s)_$$"
+psql "$pg/postgres" -qc "CREATE DATABASE \"$db\""
+export DATABASE_URL="$pg/$db"
+ORDO_JWT_SECRET="st-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export ORDO_JWT_SECRET
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+export ORDO_COMMAND_ADDR="127.0.0.1:$(free_port)"
+export ORDO_QUERY_ADDR="127.0.0.1:$(free_port)"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+}
+trap cleanup EXIT
+
+target/debug/command-api >"$out/command-api.log" 2>&1 &
+pids+=($!)
+target/debug/query-api >"$out/query-api.log" 2>&1 &
+pids+=($!)
+
+wait_ready() {
+  for _ in $(seq 1 150); do
+    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "$1 did not become ready (see $out/*.log)" >&2
+  return 1
+}
+wait_ready "$ORDO_COMMAND_ADDR"
+wait_ready "$ORDO_QUERY_ADDR"
+token=$("$ordo" mint-token --role admin --ttl-hours 2 2>/dev/null)
+
+status=0
+summary=()
+for api in command query; do
+  case $api in
+    command) addr=$ORDO_COMMAND_ADDR ;;
+    query) addr=$ORDO_QUERY_ADDR ;;
+  esac
+  say "schemathesis against the $api API (http://$addr/openapi.json)"
+  har="$out/$api.har"
+  set +e
+  "$venv/bin/schemathesis" run "http://$addr/openapi.json" \
+    --checks not_a_server_error,response_schema_conformance \
+    --max-examples "$max_examples" --seed "$seed" --workers "$workers" --phases "$phases" \
+    --header "Authorization: Bearer $token" --request-timeout 15 --no-color \
+    --report har,junit --report-har-path "$har" --report-junit-path "$out/$api.junit.xml" \
+    2>&1 | tee "$out/$api.txt"
+  code=${PIPESTATUS[0]}
+  set -e
+  [ "$code" -eq 0 ] || status=1
+  counts=$(python3 - "$har" <<'PY'
+import json, sys
+entries = json.load(open(sys.argv[1]))["log"]["entries"]
+statuses = [e["response"]["status"] for e in entries]
+print(len(statuses), sum(1 for s in statuses if s >= 500))
+PY
+)
+  read -r requests errors <<<"$counts"
+  failures=$(grep -cE '^_+ .* _+$' "$out/$api.txt" || true)
+  summary+=("$api API: $requests requests, $errors server errors (5xx), $failures failing operations, schemathesis exit $code")
+done
+
+say "summary"
+printf '  %s\n' "${summary[@]}"
+echo "  reports: $out/ (HAR recordings, JUnit XML, schemathesis output, API logs)"
+exit "$status"
