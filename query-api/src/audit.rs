@@ -32,6 +32,11 @@ impl FromRef<AuditState> for Arc<JwtKeys> {
     }
 }
 
+/// The OpenAPI description of the audit routes, merged into the query API's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(stream_events, stream_state, stream_digest, digest_proof, search_events, verify))]
+pub struct AuditDoc;
+
 /// The audit routes, with their own state.
 pub fn router(pool: sqlx::PgPool, keys: Arc<JwtKeys>) -> Router {
     Router::new()
@@ -75,6 +80,23 @@ struct VersionRange {
     to_version: Option<i64>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/streams/{category}/{id}/events", tag = "audit",
+    params(
+        ("category" = String, Path, description = "customer, merchant, product or order"),
+        ("id" = uuid::Uuid, Path, description = "the stream id"),
+        ("from_version" = Option<i64>, Query),
+        ("to_version" = Option<i64>, Query)
+    ),
+    responses(
+        (status = 200, description = "the stream's events with metadata, hash and prev_hash", content_type = "application/json"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 404, description = "no such stream", content_type = "application/problem+json"),
+        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn stream_events(
     State(s): State<AuditState>,
     principal: Principal,
@@ -109,6 +131,23 @@ struct StateAnswer {
     state: Value,
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/streams/{category}/{id}/state", tag = "audit",
+    params(
+        ("category" = String, Path, description = "customer, merchant, product or order"),
+        ("id" = uuid::Uuid, Path, description = "the stream id"),
+        ("at" = Option<String>, Query, description = "RFC 3339 time"),
+        ("version" = Option<i64>, Query)
+    ),
+    responses(
+        (status = 200, description = "the aggregate rebuilt as of that time or version", content_type = "application/json"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 404, description = "no such stream", content_type = "application/problem+json"),
+        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn stream_state(
     State(s): State<AuditState>,
     principal: Principal,
@@ -150,6 +189,21 @@ fn fold(category: StreamCategory, events: &[RecordedEvent]) -> Result<Value, Pro
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/streams/{category}/{id}/digest", tag = "audit",
+    params(
+        ("category" = String, Path, description = "customer, merchant, product or order"),
+        ("id" = uuid::Uuid, Path, description = "the stream id")
+    ),
+    responses(
+        (status = 200, description = "the stream's version and head hash", content_type = "application/json"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 404, description = "no such stream", content_type = "application/problem+json"),
+        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn stream_digest(
     State(s): State<AuditState>,
     principal: Principal,
@@ -171,6 +225,23 @@ struct ProofQuery {
     hash: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/streams/{category}/{id}/digest/proof", tag = "audit",
+    params(
+        ("category" = String, Path, description = "customer, merchant, product or order"),
+        ("id" = uuid::Uuid, Path, description = "the stream id"),
+        ("version" = i64, Query, description = "version of the saved digest"),
+        ("hash" = String, Query, description = "head hash of the saved digest (hex)")
+    ),
+    responses(
+        (status = 200, description = "whether today's history extends the saved digest", content_type = "application/json"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 404, description = "no such stream", content_type = "application/problem+json"),
+        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn digest_proof(
     State(s): State<AuditState>,
     principal: Principal,
@@ -220,6 +291,27 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     std::str::from_utf8(&bytes).ok()?.strip_prefix('p')?.parse().ok()
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/events", tag = "audit",
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("type" = Option<String>, Query),
+        ("actor" = Option<uuid::Uuid>, Query),
+        ("correlation_id" = Option<uuid::Uuid>, Query),
+        ("category" = Option<String>, Query),
+        ("limit" = Option<i64>, Query, description = "1..500, default 50"),
+        ("cursor" = Option<String>, Query)
+    ),
+    responses(
+        (status = 200, description = "matching events in log order: items and next_cursor", content_type = "application/json"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 404, description = "no such stream", content_type = "application/problem+json"),
+        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn search_events(
     State(s): State<AuditState>,
     principal: Principal,
@@ -280,6 +372,21 @@ struct VerifyQuery {
     id: Option<Uuid>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/verify", tag = "audit",
+    params(
+        ("category" = Option<String>, Query),
+        ("id" = Option<uuid::Uuid>, Query)
+    ),
+    responses(
+        (status = 200, description = "ok, checked and every broken link", content_type = "application/json"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 404, description = "no such stream", content_type = "application/problem+json"),
+        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn verify(
     State(s): State<AuditState>,
     principal: Principal,

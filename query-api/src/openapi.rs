@@ -1,5 +1,4 @@
-//! `GET /openapi.json`: the read-model half of the query API (the audit routes document
-//! themselves in their module).
+//! `GET /openapi.json`: the read-model routes and the audit routes (documented in their module).
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -35,5 +34,26 @@ impl Modify for Bearer {
 }
 
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(ApiDoc::openapi().merge_from(crate::audit::AuditDoc::openapi()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_document_lists_the_read_model_and_the_audit_routes() {
+        let Json(doc) = document().await;
+        let paths: Vec<&String> = doc.paths.paths.keys().collect();
+        for p in [
+            "/v1/products",
+            "/v1/orders/{id}",
+            "/v1/projections",
+            "/v1/audit/events",
+            "/v1/audit/verify",
+            "/v1/audit/streams/{category}/{id}/digest/proof",
+        ] {
+            assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
+        }
+    }
 }
