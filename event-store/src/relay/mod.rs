@@ -2,8 +2,9 @@
 //!
 //! - Reads the log with the commit-safe cursor ([`EventStore::read_all`]) from its checkpoint.
 //! - Publishes each event to its category topic, key = stream id, with an idempotent producer
-//!   (`acks=all`, at most 5 in flight, so a partition keeps the order it was given); every stream
-//!   is handed over in version order (see `batch`).
+//!   (`acks=all`, at most 5 in flight, so a partition keeps the order it was given). The log
+//!   guarantees that `read_all` returns each stream's versions in order (`ordo_append` refuses a
+//!   transaction older than the stream's last writer), so a page is published as read.
 //! - Waits until every delivery of a batch is acknowledged, and only then advances the
 //!   checkpoint. A failed batch is published again after a backoff (consumers deduplicate by
 //!   event id or stream version), topics are re-created if they vanished, and the producer is
@@ -17,17 +18,14 @@
 //! `ordo_relay_lag_events`, `ordo_relay_lag_seconds`, `ordo_relay_is_leader`,
 //! `ordo_log_horizon_held_events`, `ordo_log_horizon_oldest_xact_seconds`.
 
-mod batch;
 mod publish;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ordo_service::shutdown::Shutdown;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
-use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::kafka;
@@ -198,7 +196,6 @@ impl Relay {
         let cfg = &self.config;
         let Some(mut producer) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
         let mut cursor = load_checkpoint(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
-        let mut ahead: HashSet<Uuid> = HashSet::new();
         let mut metrics_due = Instant::now();
         let mut backoff = Backoff::new(cfg.max_backoff);
         tracing::info!(relay = %cfg.name, tx_id = cursor.tx_id, position = cursor.position, "relay resuming");
@@ -219,22 +216,19 @@ impl Relay {
                 }
                 continue;
             }
-            let plan = batch::plan(self.store.pool(), cursor, page, &ahead).await?;
-            if plan.must_wait {
-                tokio::time::sleep(cfg.poll_interval).await;
-                continue;
-            }
+            // The log keeps each stream's versions in commit-safe read order (`ordo_append`
+            // refuses an older transaction behind a newer writer), so a page is published as read.
             // Fence: publish only while the lock connection is alive.
             sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
             loop {
-                match publish::publish(&producer, &plan.events).await {
+                match publish::publish(&producer, &page).await {
                     Ok(()) => {
                         backoff.reset();
                         break;
                     }
                     Err(e) => {
                         metrics::counter!("ordo_relay_publish_errors_total").increment(1);
-                        tracing::warn!(relay = %cfg.name, error = %e, events = plan.events.len(), "publish failed, retrying batch");
+                        tracing::warn!(relay = %cfg.name, error = %e, events = page.len(), "publish failed, retrying batch");
                         sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
                         self.record_lag(cursor).await;
                         tokio::select! {
@@ -250,13 +244,9 @@ impl Relay {
                 }
             }
             save_checkpoint(&mut lock, &cfg.name, next).await.map_err(RelayError::LockLost)?;
-            let published = plan.events.len() as u64;
+            let published = page.len() as u64;
             metrics::counter!("ordo_relay_events_published_total").increment(published);
             self.status.published.fetch_add(published, Ordering::SeqCst);
-            for id in plan.already_published {
-                ahead.remove(&id);
-            }
-            ahead.extend(plan.pulled_ahead);
             cursor = next;
         }
     }
