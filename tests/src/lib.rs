@@ -86,6 +86,11 @@ impl Extra {
             let _ = child.wait().await;
         }
     }
+
+    /// Whether the replica is still running (false once killed or exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
 }
 
 /// One deployment: database, broker and the five processes, each on its own loopback ports.
@@ -224,6 +229,47 @@ impl Stack {
         }
     }
 
+    /// SIGKILLs the main instance of every process.
+    pub async fn kill_all(&mut self) {
+        for s in Service::ALL {
+            self.kill(s).await;
+        }
+    }
+
+    /// Main instances that exited by themselves (not killed through [`Stack::kill`]), with
+    /// their exit status. A process that gives up when Postgres or the broker goes away shows
+    /// up here.
+    pub fn exited(&mut self) -> Vec<(Service, std::process::ExitStatus)> {
+        let mut gone = Vec::new();
+        for (s, child) in &mut self.running {
+            if let Ok(Some(status)) = child.try_wait() {
+                gone.push((*s, status));
+            }
+        }
+        gone
+    }
+
+    /// The name of the stack's database (the last segment of its URL).
+    pub fn db_name(&self) -> String {
+        let tail = self.db.url.rsplit('/').next().unwrap_or_default();
+        tail.split('?').next().unwrap_or_default().to_owned()
+    }
+
+    /// Runs the operator CLI (`target/<profile>/ordo`) against the stack's database and
+    /// returns its output; it must finish within `timeout`.
+    pub async fn ordo(&self, args: &[&str], timeout: Duration) -> std::process::Output {
+        let run = Command::new(bin_dir().join("ordo"))
+            .args(args)
+            .env("DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(timeout, run).await {
+            Ok(out) => out.unwrap_or_else(|e| panic!("run ordo {args:?} from {:?}: {e}", bin_dir())),
+            Err(_) => panic!("ordo {args:?} did not finish within {timeout:?}"),
+        }
+    }
+
     /// A token for `sub` in `role`, valid for an hour.
     pub fn token(&self, sub: Uuid, role: Role) -> String {
         self.keys.mint(sub, role, chrono::Duration::hours(1)).unwrap()
@@ -271,6 +317,47 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The sum of every series of a metric (all label sets) in a Prometheus text; 0 when absent.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if rest.starts_with('{') { rest.rsplit_once('}')?.1 } else { rest };
+            value.strip_prefix(' ')?.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Restarts the local PostgreSQL cluster (`pg_ctlcluster --skip-systemctl-redirect <version>
+/// main restart`, the newest version under `/etc/postgresql`) and waits until it accepts
+/// connections again. Every database on the server goes away for a moment: only for suites run
+/// alone (`make chaos`), never next to other tests. Returns how long the server was away.
+pub async fn restart_postgres() -> Duration {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql (a Debian PostgreSQL cluster)")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .max()
+        .expect("a PostgreSQL version under /etc/postgresql");
+    let started = Instant::now();
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version.to_string(), "main", "restart"])
+        .status()
+        .await
+        .expect("run pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster restart: {status}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = Command::new("pg_isready").args(["-h", "127.0.0.1", "-p", "5432", "-q"]).status().await;
+        if ready.is_ok_and(|s| s.success()) {
+            return started.elapsed();
+        }
+        assert!(Instant::now() < deadline, "postgres did not come back within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
