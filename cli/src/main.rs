@@ -42,6 +42,9 @@ enum Command {
     /// Replay projections from the log into separate tables and diff them with the live ones;
     /// exits 1 on drift.
     Replay(projections::ReplayArgs),
+    /// After a restore onto empty topics: forget the relay checkpoints and projector offsets so
+    /// the relay republishes the whole log (stop the relay and projectors first).
+    ResetPublishing,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -50,6 +53,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::MintToken(args) => token::run(args),
         Command::Migrate => projections::migrate(&cli.database_url).await,
+        Command::ResetPublishing => projections::reset_publishing(&cli.database_url).await,
         Command::Verify(args) => audit::verify(&cli.database_url, args).await,
         Command::ProveDigest(args) => audit::prove(&cli.database_url, args).await,
         Command::Digest(args) => audit::digest(&cli.database_url, args).await,

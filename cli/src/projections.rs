@@ -35,6 +35,27 @@ pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
     ordo_command_api::migrate(&pool).await.context("command api migrations")?;
     ordo_projectors::migrate(&pool).await.context("projector migrations")?;
     eprintln!("migrated: event store, command api, projectors");
+    if let Some((stored, next)) = ordo_event_store::EventStore::new(pool).transaction_ids_ahead().await? {
+        eprintln!(
+            "error: the log holds transaction id {stored} but this cluster is at {next}: the relay and \
+             rebuilds would see no event. This happens after restoring into another cluster; advance its \
+             transaction epoch past {} with pg_resetwal -e (docs/runbook.md, back up and restore)",
+            stored >> 32
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Forgets every Kafka position Ordo keeps in Postgres: the relay republishes the whole log
+/// and the projectors read every topic from the start (skipping what they already hold).
+pub async fn reset_publishing(url: &str) -> anyhow::Result<ExitCode> {
+    let pool = pool(url).await?;
+    let mut tx = pool.begin().await?;
+    let checkpoints = sqlx::query("DELETE FROM checkpoints").execute(&mut *tx).await?.rows_affected();
+    let offsets = sqlx::query("DELETE FROM projector_offsets").execute(&mut *tx).await?.rows_affected();
+    tx.commit().await?;
+    eprintln!("forgot {checkpoints} relay checkpoint(s) and {offsets} projector offset(s)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,7 +51,9 @@ pub fn category_of_topic(topic: &str) -> Option<StreamCategory> {
 /// Settings every Ordo client shares: the bootstrap brokers.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
+    // Reconnect within a second of the broker's return instead of librdkafka's 10 s backoff
+    // ceiling, and give up on a request a frozen broker never answers after 10 s, not 60 s.
+    config.set("bootstrap.servers", brokers).set("reconnect.backoff.max.ms", "1000").set("socket.timeout.ms", "10000");
     config
 }
 

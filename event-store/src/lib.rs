@@ -177,6 +177,14 @@ impl EventStore {
         read::horizon_lag(&self.pool).await
     }
 
+    /// `Some((highest stored tx_id, this cluster's next transaction id))` when the log holds
+    /// transaction ids this cluster has not reached yet, which happens after restoring a dump
+    /// into another cluster: whole-log readers would then see nothing until the cluster's ids
+    /// pass the stored ones (see the runbook's restore section).
+    pub async fn transaction_ids_ahead(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        read::transaction_ids_ahead(&self.pool).await
+    }
+
     /// The cursor stored under `name`, or the start of the log.
     pub async fn load_checkpoint(&self, name: &str) -> Result<LogCursor, StoreError> {
         read::load_checkpoint(&self.pool, name).await

@@ -136,3 +136,14 @@ pub(crate) async fn save_checkpoint(pool: &PgPool, name: &str, cursor: LogCursor
     .await?;
     Ok(())
 }
+
+pub(crate) async fn transaction_ids_ahead(pool: &PgPool) -> Result<Option<(i64, i64)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT max(tx_id) FROM events) AS stored, pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next",
+    )
+    .fetch_one(pool)
+    .await?;
+    let stored: Option<i64> = row.try_get("stored")?;
+    let next: i64 = row.try_get("next")?;
+    Ok(stored.filter(|s| *s >= next).map(|s| (s, next)))
+}

@@ -110,8 +110,8 @@ async fn scenario(profile: Profile) {
     // relay republishes the restored log from its start: the projectors skip what they hold
     // per stream version and the saga finishes the orders the backup caught unfinished.
     rig.stack.broker.restart().await;
-    sqlx::query("DELETE FROM checkpoints").execute(pool).await.unwrap();
-    sqlx::query("DELETE FROM projector_offsets").execute(pool).await.unwrap();
+    let reset = rig.stack.ordo(&["reset-publishing"], std::time::Duration::from_secs(60)).await;
+    assert!(reset.status.success(), "ordo reset-publishing: {}", String::from_utf8_lossy(&reset.stderr));
 
     // Back in service on the restored database: new orders are taken and decided, the read
     // models settle and still equal the log.

@@ -3,6 +3,7 @@
 
 mod export_memory;
 mod projections;
+mod restore;
 
 use std::process::Output;
 

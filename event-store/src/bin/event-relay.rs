@@ -9,7 +9,7 @@
 //! - `--batch-size`, `ORDO_RELAY_BATCH_SIZE`, 500
 //! - `--poll-interval-ms`, `ORDO_RELAY_POLL_INTERVAL_MS`, 100
 //! - `--partitions`, `ORDO_RELAY_PARTITIONS`, 3 (for topics the relay creates)
-//! - `--delivery-timeout-ms`, `ORDO_RELAY_DELIVERY_TIMEOUT_MS`, 30000
+//! - `--delivery-timeout-ms`, `ORDO_RELAY_DELIVERY_TIMEOUT_MS`, 10000
 //!
 //! SIGTERM or Ctrl-C: the in-flight batch finishes and its checkpoint is saved, then it exits.
 
@@ -51,7 +51,7 @@ struct Args {
     #[arg(long, env = "ORDO_RELAY_PARTITIONS", default_value_t = 3)]
     partitions: i32,
     /// How long a message may wait for an acknowledgement before its batch is retried.
-    #[arg(long, env = "ORDO_RELAY_DELIVERY_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "ORDO_RELAY_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
     delivery_timeout_ms: u64,
 }
 

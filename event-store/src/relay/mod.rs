@@ -62,7 +62,7 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval: Duration::from_millis(100),
             standby_interval: Duration::from_secs(1),
-            delivery_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
         }
     }

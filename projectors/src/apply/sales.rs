@@ -37,13 +37,19 @@ pub(super) async fn apply(
             let Some(row) = row else { return expect_one(0, ev, "order") };
             let merchant_id: uuid::Uuid = row.try_get("merchant_id")?;
             let daily = target.table("rm_merchant_daily_sales");
+            // The `last_*` columns follow the paid order latest in the log, not the one applied
+            // last: partitions interleave differently live and in a replay, the log order does not.
             let sql = format!(
                 "INSERT INTO {daily} AS d (merchant_id, day, currency, orders, revenue_minor, last_order_id, \
                  last_order_version, last_position, updated_at) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) \
                  ON CONFLICT (merchant_id, day, currency) DO UPDATE SET orders = d.orders + 1, \
-                 revenue_minor = d.revenue_minor + EXCLUDED.revenue_minor, last_order_id = EXCLUDED.last_order_id, \
-                 last_order_version = EXCLUDED.last_order_version, last_position = EXCLUDED.last_position, \
-                 updated_at = EXCLUDED.updated_at"
+                 revenue_minor = d.revenue_minor + EXCLUDED.revenue_minor, \
+                 last_order_id = CASE WHEN EXCLUDED.last_position > d.last_position \
+                     THEN EXCLUDED.last_order_id ELSE d.last_order_id END, \
+                 last_order_version = CASE WHEN EXCLUDED.last_position > d.last_position \
+                     THEN EXCLUDED.last_order_version ELSE d.last_order_version END, \
+                 last_position = GREATEST(d.last_position, EXCLUDED.last_position), \
+                 updated_at = GREATEST(d.updated_at, EXCLUDED.updated_at)"
             );
             sqlx::query(&sql)
                 .bind(merchant_id)
