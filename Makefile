@@ -33,9 +33,12 @@ fmt: ## format the code
 schemas: ## regenerate the JSON Schema files under schemas/json
 	UPDATE_SCHEMAS=1 $(CARGO) test -p ordo-schemas --test schema_files
 
-bench: ## benchmarks against pgbench on this machine (append throughput today)
-	@scripts/ensure-postgres.sh
-	$(CARGO) run --release -p ordo-bench -- append
+bench: ## load, rebuild and relay benchmarks against pgbench (report in bench-results/<time>/)
+	scripts/bench.sh
+
+.PHONY: chaos
+chaos: ## the full fault suite, alone (restarts PostgreSQL): kills, 30 s broker stop, scale-out, backup/restore
+	scripts/chaos.sh
 
 broker: ## run the local broker on 127.0.0.1:9092 in the foreground
 	scripts/broker.sh 9092

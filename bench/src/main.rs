@@ -1,17 +1,19 @@
 //! `ordo-bench`: prints throughput and latency figures of Ordo next to pgbench's on the same
-//! PostgreSQL at the same concurrency.
+//! PostgreSQL at the same concurrency. See the library docs of `ordo_bench`.
 
 use clap::{Parser, Subcommand};
-
-mod append;
-mod pgbench;
-mod stats;
+use ordo_bench::{append, load, rebuild};
 
 #[derive(Parser)]
 #[command(name = "ordo-bench", about = "benchmarks of Ordo against the database's own limit")]
 struct Cli {
-    /// Server on which the benchmark database is (re)created.
-    #[arg(long, env = "ORDO_BENCH_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    /// Server on which the benchmark databases are (re)created (never logged).
+    #[arg(
+        long,
+        env = "ORDO_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
     admin_url: String,
     #[command(subcommand)]
     command: Command,
@@ -22,6 +24,11 @@ enum Command {
     /// Single-event appends to the event log with 1, 8 and 32 concurrent writers, beside
     /// pgbench's one-row INSERT at the same concurrency.
     Append(append::Args),
+    /// The whole stack under an HTTP command and query mix, then single-stream throughput,
+    /// latency at half of it, the order flow, and pgbench at the same concurrency.
+    Load(Box<load::Args>),
+    /// Appends a large realistic log, then times every projection rebuild and the relay over it.
+    Rebuild(rebuild::Args),
 }
 
 #[tokio::main]
@@ -29,5 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Append(args) => append::run(&cli.admin_url, args).await,
+        Command::Load(args) => load::run(&cli.admin_url, *args).await,
+        Command::Rebuild(args) => rebuild::run(&cli.admin_url, args).await,
     }
 }

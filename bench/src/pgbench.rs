@@ -19,11 +19,27 @@ pub async fn prepare(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 
 /// Runs pgbench with `clients` connections for `duration` and summarises its per-transaction log.
 pub fn run(db_url: &str, clients: usize, duration: Duration, work_dir: &Path) -> anyhow::Result<Summary> {
+    run_at(db_url, clients, duration, work_dir, None)
+}
+
+/// As [`run`], throttled to `rate` transactions per second in total when given (`pgbench -R`).
+/// Latencies are pgbench's per-transaction times, which leave out the schedule lag.
+pub fn run_at(
+    db_url: &str,
+    clients: usize,
+    duration: Duration,
+    work_dir: &Path,
+    rate: Option<f64>,
+) -> anyhow::Result<Summary> {
     let script = work_dir.join("insert.sql");
     std::fs::write(&script, "INSERT INTO pgbench_one_row (payload) VALUES ('{\"delta\": 1}');\n")?;
     let prefix = work_dir.join(format!("pgbench_c{clients}"));
     let jobs = clients.min(2).to_string();
-    let out = Command::new("pgbench")
+    let mut cmd = Command::new("pgbench");
+    if let Some(rate) = rate {
+        cmd.args(["-R", &format!("{:.0}", rate.max(1.0))]);
+    }
+    let out = cmd
         .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", &jobs])
         .args(["-T", &duration.as_secs().max(1).to_string()])
         .arg("-f")

@@ -1,0 +1,22 @@
+//! `ordo-bench`: throughput and latency figures of Ordo next to PostgreSQL's own limit (pgbench
+//! on the same server at the same concurrency).
+//!
+//! - [`append`]: single-event appends to the event log against pgbench.
+//! - [`load`]: the whole stack (release binaries, fresh database, own broker) under HTTP load.
+//! - [`rebuild`]: a log of a million realistic events, then projection rebuilds and the relay
+//!   timed over it.
+
+pub mod append;
+pub mod chart;
+pub mod driver;
+pub mod generate;
+pub mod load;
+pub mod observe;
+pub mod pgbench;
+pub mod procstat;
+pub mod rebuild;
+pub mod report;
+pub mod scrape;
+pub mod stack;
+pub mod stats;
+pub mod world;

@@ -1,0 +1,3 @@
+//! Integration tests of the benchmark's own machinery against a real PostgreSQL.
+
+mod generated_log;
