@@ -32,6 +32,27 @@ impl FromRef<AuditState> for Arc<JwtKeys> {
     }
 }
 
+/// Refusals every audit route may answer with (problem+json bodies).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum AuditErrors {
+    /// A malformed query parameter.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest,
+    /// Missing or invalid bearer token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized,
+    /// Not an auditor or admin.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden,
+    /// No such stream.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound,
+    /// Well-formed but invalid parameters (every field listed).
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid,
+}
+
 /// The OpenAPI description of the audit routes, merged into the query API's document.
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(stream_events, stream_state, stream_digest, digest_proof, search_events, verify))]
@@ -90,10 +111,7 @@ struct VersionRange {
     ),
     responses(
         (status = 200, description = "the stream's events with metadata, hash and prev_hash", content_type = "application/json"),
-        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
-        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
-        (status = 404, description = "no such stream", content_type = "application/problem+json"),
-        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+        AuditErrors,
     ),
     security(("bearer" = []))
 )]
@@ -141,10 +159,7 @@ struct StateAnswer {
     ),
     responses(
         (status = 200, description = "the aggregate rebuilt as of that time or version", content_type = "application/json"),
-        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
-        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
-        (status = 404, description = "no such stream", content_type = "application/problem+json"),
-        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+        AuditErrors,
     ),
     security(("bearer" = []))
 )]
@@ -197,10 +212,7 @@ fn fold(category: StreamCategory, events: &[RecordedEvent]) -> Result<Value, Pro
     ),
     responses(
         (status = 200, description = "the stream's version and head hash", content_type = "application/json"),
-        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
-        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
-        (status = 404, description = "no such stream", content_type = "application/problem+json"),
-        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+        AuditErrors,
     ),
     security(("bearer" = []))
 )]
@@ -235,10 +247,7 @@ struct ProofQuery {
     ),
     responses(
         (status = 200, description = "whether today's history extends the saved digest", content_type = "application/json"),
-        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
-        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
-        (status = 404, description = "no such stream", content_type = "application/problem+json"),
-        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+        AuditErrors,
     ),
     security(("bearer" = []))
 )]
@@ -305,10 +314,7 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     ),
     responses(
         (status = 200, description = "matching events in log order: items and next_cursor", content_type = "application/json"),
-        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
-        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
-        (status = 404, description = "no such stream", content_type = "application/problem+json"),
-        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+        AuditErrors,
     ),
     security(("bearer" = []))
 )]
@@ -380,10 +386,7 @@ struct VerifyQuery {
     ),
     responses(
         (status = 200, description = "ok, checked and every broken link", content_type = "application/json"),
-        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
-        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
-        (status = 404, description = "no such stream", content_type = "application/problem+json"),
-        (status = 422, description = "invalid parameters", content_type = "application/problem+json"),
+        AuditErrors,
     ),
     security(("bearer" = []))
 )]
