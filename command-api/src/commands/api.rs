@@ -87,7 +87,7 @@ impl CommandService {
         command: A::Command,
     ) -> Result<CommandOutcome, CommandError>
     where
-        A: Aggregate + Send + Sync,
+        A: Aggregate + Send + Sync + 'static,
         A::Command: Send + Sync,
     {
         self.handle(Spec { name, stream, ctx, guard, sku: None }, ready(Ok(command))).await

@@ -11,6 +11,7 @@
 //!    a bounded number of times with jittered backoff ([`RetryPolicy`]).
 
 mod api;
+mod cache;
 mod placement;
 mod types;
 
@@ -38,6 +39,7 @@ use types::response_body;
 pub struct CommandService {
     store: EventStore,
     retry: RetryPolicy,
+    cache: cache::StateCache,
 }
 
 /// A stream folded into its aggregate, with the version the state reflects (0: no stream).
@@ -76,7 +78,7 @@ enum Failed {
 impl CommandService {
     /// A service with the default [`RetryPolicy`].
     pub fn new(store: EventStore) -> Self {
-        Self { store, retry: RetryPolicy::default() }
+        Self { store, retry: RetryPolicy::default(), cache: cache::StateCache::default() }
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
@@ -92,16 +94,24 @@ impl CommandService {
     ///
     /// # Errors
     /// [`CommandError::Store`] when reading fails or a stored event does not decode.
-    pub async fn load<A: Aggregate>(&self, stream: StreamRef) -> Result<Loaded<A>, CommandError> {
-        let recorded = self.store.read_stream(stream, 1).await?;
-        let mut events = Vec::with_capacity(recorded.len());
+    pub async fn load<A: Aggregate + Send + Sync + 'static>(
+        &self,
+        stream: StreamRef,
+    ) -> Result<Loaded<A>, CommandError> {
+        // Start from the state this service last saw and read only what was appended since.
+        let (mut state, mut version) = self.cache.get::<A>(stream).unwrap_or_default();
+        let recorded = self.store.read_stream(stream, version + 1).await?;
         for r in &recorded {
             let event = r.decode::<A::Event>().map_err(|e| {
                 StoreError::Corrupt(format!("event {} of {} does not decode: {e}", r.version, r.stream))
             })?;
-            events.push(event);
+            state.evolve(&event);
+            version = r.version;
         }
-        Ok(Loaded { state: A::from_events(&events), version: recorded.last().map_or(0, |r| r.version) })
+        if !recorded.is_empty() {
+            self.cache.put(stream, state.clone(), version);
+        }
+        Ok(Loaded { state, version })
     }
 
     /// Runs one command end to end, with metrics and a log line for its outcome. `prepare`
@@ -112,7 +122,7 @@ impl CommandService {
         prepare: impl Future<Output = Result<A::Command, CommandError>> + Send,
     ) -> Result<CommandOutcome, CommandError>
     where
-        A: Aggregate + Send + Sync,
+        A: Aggregate + Send + Sync + 'static,
         A::Command: Send + Sync,
     {
         let started = Instant::now();
@@ -134,7 +144,7 @@ impl CommandService {
     /// Load, check, decide and append, retrying lost races when no version was expected.
     async fn run<A>(&self, spec: &Spec<'_, A>, command: &A::Command) -> Result<CommandOutcome, CommandError>
     where
-        A: Aggregate + Send + Sync,
+        A: Aggregate + Send + Sync + 'static,
         A::Command: Send + Sync,
     {
         let ctx = spec.ctx;

@@ -1,0 +1,57 @@
+//! Two command services on one log (as two API replicas): each one's in-memory states catch up
+//! with what the other appended before deciding.
+
+use ordo_command_api::CommandService;
+use ordo_domain::Product;
+use ordo_event_store::testing::TestDb;
+use ordo_event_store::EventStore;
+use ordo_schemas::{
+    Actor, AdjustStock, Currency, ListProduct, Money, RegisterMerchant, Role, Sku, StockAdjustmentReason,
+    StreamCategory, StreamRef,
+};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn a_replica_sees_what_another_replica_appended_before_it_decides() {
+    let db = TestDb::new().await;
+    ordo_command_api::migrate(&db.pool).await.unwrap();
+    let a = CommandService::new(EventStore::new(db.pool.clone()));
+    let b = CommandService::new(EventStore::new(db.pool.clone()));
+    let merchant = Uuid::new_v4();
+    let ctx = ordo_command_api::CommandContext::new(Actor { id: merchant, role: Role::Merchant }, Uuid::new_v4());
+    a.register_merchant(&ctx, RegisterMerchant { merchant_id: merchant, name: "Shop".into() }).await.unwrap();
+    let product = Uuid::new_v4();
+    let listing = ListProduct {
+        product_id: product,
+        merchant_id: merchant,
+        sku: Sku::parse("SKU-1").unwrap(),
+        name: "Lamp".into(),
+        description: None,
+        price: Money::new(1_000, Currency::parse("EUR").unwrap()),
+        initial_stock: 5,
+    };
+    a.list_product(&ctx, listing).await.unwrap();
+    let stream = StreamRef::new(StreamCategory::Product, product);
+    let adjust = |delta| AdjustStock {
+        delta,
+        reason: if delta > 0 { StockAdjustmentReason::Restock } else { StockAdjustmentReason::WriteOff },
+    };
+
+    // A has the product cached at version 1; B writes off 4 units behind its back.
+    assert_eq!(a.load::<Product>(stream).await.unwrap().version, 1);
+    b.adjust_stock(&ctx, product, adjust(-4)).await.unwrap();
+
+    // A must not write off 3 more from a stale 5 on hand: it catches up to 1 and refuses.
+    let refused = a.adjust_stock(&ctx, product, adjust(-3)).await.unwrap_err();
+    assert!(refused.is_rejection(), "{refused:?}");
+    let loaded = a.load::<Product>(stream).await.unwrap();
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.state.state().map(|p| p.on_hand), Some(1));
+
+    // And what A appends next lands after B's event, as folded from the whole log.
+    let done = a.adjust_stock(&ctx, product, adjust(2)).await.unwrap();
+    assert_eq!(done.version, 3);
+    let fresh = CommandService::new(EventStore::new(db.pool.clone())).load::<Product>(stream).await.unwrap();
+    assert_eq!(fresh, a.load::<Product>(stream).await.unwrap());
+    assert_eq!(fresh.state.state().map(|p| p.on_hand), Some(3));
+}
