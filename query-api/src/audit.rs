@@ -14,6 +14,8 @@ use ordo_event_store::search::{search, LogQuery};
 use ordo_event_store::{EventStore, RecordedEvent};
 use ordo_schemas::{EventEnvelope, Role, StreamCategory, StreamRef};
 use ordo_service::http::{Json, Query};
+
+use crate::params::{decode_cursor, page, DEFAULT_LIMIT, MAX_LIMIT};
 use ordo_service::problem::FieldProblem;
 use ordo_service::{JwtKeys, Principal, Problem};
 use serde::{Deserialize, Serialize};
@@ -289,17 +291,6 @@ struct SearchQuery {
     cursor: Option<String>,
 }
 
-const MAX_LIMIT: i64 = 500;
-
-fn encode_cursor(position: i64) -> String {
-    hex::encode(format!("p{position}"))
-}
-
-fn decode_cursor(cursor: &str) -> Option<i64> {
-    let bytes = hex::decode(cursor).ok()?;
-    std::str::from_utf8(&bytes).ok()?.strip_prefix('p')?.parse().ok()
-}
-
 #[utoipa::path(
     get, path = "/v1/audit/events", tag = "audit",
     params(
@@ -325,13 +316,13 @@ async fn search_events(
 ) -> Result<Response, Problem> {
     require_auditor(&principal)?;
     let mut errors = Vec::new();
-    let limit = q.limit.unwrap_or(50);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         errors.push(FieldProblem { field: "limit".into(), message: format!("must be 1..={MAX_LIMIT}") });
     }
     let after = match q.cursor.as_deref() {
         None => 0,
-        Some(c) => decode_cursor(c).unwrap_or_else(|| {
+        Some(c) => decode_cursor::<i64>(c).unwrap_or_else(|| {
             errors.push(FieldProblem { field: "cursor".into(), message: "malformed cursor".into() });
             0
         }),
@@ -364,10 +355,8 @@ async fn search_events(
         ..LogQuery::default()
     };
     // One extra row tells whether another page exists.
-    let mut events = search(s.store.pool(), &query, after, limit + 1).await.map_err(internal)?;
-    let more = events.len() as i64 > limit;
-    events.truncate(limit as usize);
-    let next_cursor = if more { events.last().map(|e| encode_cursor(e.position)) } else { None };
+    let events = search(s.store.pool(), &query, after, limit + 1).await.map_err(internal)?;
+    let (events, next_cursor) = page(events, limit, |e| e.position);
     let items = events.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
@@ -405,16 +394,4 @@ async fn verify(
     }
     let report = ordo_event_store::verify::verify(s.store.pool(), category, q.id).await.map_err(internal)?;
     Ok(Json(report).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        assert_eq!(decode_cursor("zz"), None);
-        assert_eq!(decode_cursor(&hex::encode("q1")), None);
-    }
 }

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::consistency::{self, Outcome};
-use crate::params::{encode_cursor, etag_response, path_uuid, Params};
+use crate::params::{etag_response, page, path_uuid, Params};
 use crate::products::MoneyView;
 use crate::{internal, AppState};
 
@@ -236,12 +236,7 @@ async fn list(
         .fetch_all(&state.pool)
         .await
         .map_err(internal)?;
-    let mut items = rows.iter().map(view).collect::<Result<Vec<_>, _>>().map_err(internal)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|l| encode_cursor(&Key { t: l.placed_at.timestamp_micros(), id: l.id }))
-    } else {
-        None
-    };
+    let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>().map_err(internal)?;
+    let (items, next_cursor) = page(items, limit, |l| Key { t: l.placed_at.timestamp_micros(), id: l.id });
     Ok(consistency::mark(Json(OrderPage { items, next_cursor }).into_response(), outcome))
 }

@@ -137,6 +137,18 @@ pub fn decode_cursor<K: DeserializeOwned>(raw: &str) -> Option<K> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Cuts a page fetched with `limit + 1` rows to `limit`; the extra row, when there was one, says
+/// another page exists, and `key` of the last kept row is its cursor.
+pub fn page<T, K: Serialize>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(|last| encode_cursor(&key(last)));
+    (items, next)
+}
+
 /// `ETag: "<version>"`, or 304 when `If-None-Match` names it.
 pub fn etag_response(headers: &HeaderMap, version: i64, body: Response) -> Response {
     let tag = format!("\"{version}\"");
@@ -152,4 +164,17 @@ pub fn etag_response(headers: &HeaderMap, version: i64, body: Response) -> Respo
         resp.headers_mut().insert(header::ETAG, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn a_page_keeps_limit_rows_and_names_the_last_as_cursor_only_when_more_exist() {
+        assert_eq!(page(vec![1, 2, 3], 3, |n| *n), (vec![1, 2, 3], None));
+        let (items, next) = page(vec![1, 2, 3, 4], 3, |n| *n);
+        assert_eq!(items, vec![1, 2, 3]);
+        assert_eq!(next.as_deref().and_then(decode_cursor::<i32>), Some(3));
+    }
 }

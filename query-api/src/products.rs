@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::consistency::{self, Outcome};
-use crate::params::{encode_cursor, etag_response, path_uuid, Params};
+use crate::params::{etag_response, page, path_uuid, Params};
 use crate::{internal, AppState};
 
 /// An amount in minor units of a currency.
@@ -134,13 +134,8 @@ pub async fn list(
         .fetch_all(&state.pool)
         .await
         .map_err(internal)?;
-    let mut items = rows.iter().map(view).collect::<Result<Vec<_>, _>>().map_err(internal)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|l| encode_cursor(&Key { n: l.name.clone(), id: l.id }))
-    } else {
-        None
-    };
+    let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>().map_err(internal)?;
+    let (items, next_cursor) = page(items, limit, |l| Key { n: l.name.clone(), id: l.id });
     Ok(consistency::mark(Json(ProductPage { items, next_cursor }).into_response(), outcome))
 }
 
