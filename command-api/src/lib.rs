@@ -40,12 +40,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// # Errors
 /// When a migration fails or an applied one was changed.
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    let migrator = sqlx::migrate::Migrator {
-        migrations: MIGRATOR.migrations.clone(),
-        ignore_missing: true,
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    migrator.run(pool).await
+    ordo_event_store::run_migrations(&MIGRATOR, pool).await
 }
 
 /// Why the command API could not start or stopped with an error.

@@ -58,13 +58,26 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 /// Applies the event log migrations. Migrations of other Ordo crates share the same
 /// `_sqlx_migrations` table, so versions this migrator does not know are ignored.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    run_migrations(&MIGRATOR, pool).await?;
+    Ok(())
+}
+
+/// Runs one crate's migrations beside the others': every Ordo crate keeps its own migration set
+/// in the shared `_sqlx_migrations` table (each in its own version range), so versions of the
+/// other sets are not treated as missing.
+///
+/// # Errors
+/// When a migration fails or an applied one was changed.
+pub async fn run_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &PgPool,
+) -> Result<(), sqlx::migrate::MigrateError> {
     let migrator = sqlx::migrate::Migrator {
-        migrations: MIGRATOR.migrations.clone(),
+        migrations: migrator.migrations.clone(),
         ignore_missing: true,
         ..sqlx::migrate::Migrator::DEFAULT
     };
-    migrator.run(pool).await?;
-    Ok(())
+    migrator.run(pool).await
 }
 
 /// The event log. Cheap to clone; all clones share one pool.

@@ -47,12 +47,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// # Errors
 /// When a migration fails.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    let migrator = sqlx::migrate::Migrator {
-        migrations: MIGRATOR.migrations.clone(),
-        ignore_missing: true,
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    migrator.run(pool).await
+    ordo_event_store::run_migrations(&MIGRATOR, pool).await
 }
 
 /// A failure of the projector machinery (never a poison event: those are dead-lettered).
