@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ordo_projectors::Projection;
-use ordo_schemas::{OrderStatus, Role};
+use ordo_schemas::{OrderStatus, Role, StreamCategory};
 use ordo_service::{Principal, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -118,26 +118,48 @@ pub async fn one(
 ) -> Result<Response, Problem> {
     let id = path_uuid(&id, "id")?;
     let p = Params::from_query(query)?;
-    let outcome = wait(&state, &p, &headers).await?;
-    let sql = format!("SELECT {COLUMNS} FROM rm_orders WHERE order_id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(&state.pool).await.map_err(internal)?;
-    let resp = match row.map(|r| view(&r)).transpose().map_err(internal)? {
-        None => Problem::not_found("no such order").into_response(),
-        Some(order) => {
-            let allowed = match principal.role {
-                Role::Admin | Role::Auditor => true,
-                Role::Customer => order.customer_id == principal.id,
-                Role::Merchant => order.merchant_id == principal.id,
-                Role::System => false,
-            };
-            if allowed {
-                etag_response(&headers, order.version, Json(order).into_response())
-            } else {
-                Problem::forbidden("this order is not yours").into_response()
-            }
+    let token = consistency::token(&p, &headers)?;
+    // Who may read an order never changes once it is placed, so a reader who may not see it is
+    // refused before any consistency wait. An order not in the read model yet is waited for.
+    let mut order = fetch_one(&state, id).await?;
+    if let Some(o) = &order {
+        if !may_read(&principal, o) {
+            return Err(Problem::forbidden("this order is not yours"));
         }
+    }
+    let mut outcome = None;
+    if let Some(t) = token {
+        let shown = order
+            .as_ref()
+            .is_some_and(|o| t.stream.id == id && t.stream.category == StreamCategory::Order && o.version >= t.version);
+        outcome = Some(consistency::wait(&state.pool, Projection::Orders, &t, state.consistency_wait).await?);
+        if !shown {
+            order = fetch_one(&state, id).await?;
+        }
+    }
+    let resp = match order {
+        None => Problem::not_found("no such order").into_response(),
+        Some(order) if may_read(&principal, &order) => {
+            etag_response(&headers, order.version, Json(order).into_response())
+        }
+        Some(_) => Problem::forbidden("this order is not yours").into_response(),
     };
     Ok(consistency::mark(resp, outcome))
+}
+
+async fn fetch_one(state: &AppState, id: Uuid) -> Result<Option<OrderView>, Problem> {
+    let sql = format!("SELECT {COLUMNS} FROM rm_orders WHERE order_id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&state.pool).await.map_err(internal)?;
+    row.map(|r| view(&r)).transpose().map_err(internal)
+}
+
+fn may_read(principal: &Principal, order: &OrderView) -> bool {
+    match principal.role {
+        Role::Admin | Role::Auditor => true,
+        Role::Customer => order.customer_id == principal.id,
+        Role::Merchant => order.merchant_id == principal.id,
+        Role::System => false,
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -71,3 +71,33 @@ async fn a_write_read_with_its_token_shows_the_new_state_and_an_unwritten_versio
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_with_a_token_for_a_version_that_never_comes_is_refused_without_waiting() {
+    let app = App::spawn().await;
+    let store = app.db.store();
+    let mut w = Workload::setup(&store, 2, 1).await;
+    let (owner, stranger) = (w.customers[0], w.customers[1]);
+    let id = w.order(&store, 0).await; // placed by the first customer
+    let token = ConsistencyToken::new(StreamRef::new(StreamCategory::Order, id), 1);
+    let resp = app
+        .get(&format!("/v1/orders/{id}?consistency_token={token}"), Some((Role::Customer, owner)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the order is in the read model");
+
+    let configured = ordo_query_api::Config::new("postgres://unused", "unused").consistency_wait();
+    let started = Instant::now();
+    let resp = app
+        .get(&format!("/v1/orders/{id}?consistency_token=order:{id}:99"), Some((Role::Customer, stranger)))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_ne!(resp.headers().get("ordo-consistency").map(|v| v.to_str().unwrap()), Some("timeout"));
+    assert!(waited < configured, "answered after {waited:?}, the consistency wait is {configured:?}");
+    app.stop().await;
+}
