@@ -299,6 +299,31 @@ impl Projector {
                 states.entry(key).or_default().parked = true;
             }
         }
+        // A stream without a progress row yet has nothing `FOR UPDATE` could lock, so two
+        // replicas applying its first event at once would both see version 0. Every stream of the
+        // batch gets its row first (version 0 when new), in key order: a second writer waits here
+        // for the first to commit and then reads the version it committed.
+        let mut new_keys = Vec::new();
+        let mut new_categories = Vec::new();
+        let mut new_ids = Vec::new();
+        for e in events {
+            let Some(stream) = e.stream else { continue };
+            for t in self.targets.iter().filter(|t| t.projection.reads(stream.category)) {
+                new_keys.push(t.key.clone());
+                new_categories.push(stream.category.as_str().to_owned());
+                new_ids.push(stream.id);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO projection_progress (projection, category, stream_id, version, position) \
+             SELECT DISTINCT k, c, s, 0::bigint, 0::bigint FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(k, c, s) \
+             ORDER BY k, s, c ON CONFLICT DO NOTHING",
+        )
+        .bind(&new_keys)
+        .bind(&new_categories)
+        .bind(&new_ids)
+        .execute(&mut *conn)
+        .await?;
         let progress = sqlx::query(
             "SELECT projection, category, stream_id, version, position FROM projection_progress \
              WHERE projection = ANY($1) AND stream_id = ANY($2) ORDER BY projection, stream_id, category FOR UPDATE",

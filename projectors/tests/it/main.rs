@@ -6,6 +6,7 @@ mod from_log;
 mod hostile_input;
 mod kafka;
 mod measure;
+mod replicas;
 
 use ordo_event_store::testing::TestDb;
 
