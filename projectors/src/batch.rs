@@ -81,7 +81,8 @@ impl Projector {
     /// in one transaction.
     ///
     /// A statement failing on the data (SQLSTATE classes 22 and 23) rolls the batch back and
-    /// re-applies its events one per transaction, so only the offending event is dead-lettered.
+    /// re-applies its events one per transaction, so only the offending event is dead-lettered,
+    /// and only by the projection whose write failed.
     ///
     /// # Errors
     /// [`ProjectorError`] when the database fails; nothing of the batch is committed then.
@@ -90,38 +91,54 @@ impl Projector {
             return Ok(BatchStats::default());
         }
         let started = Instant::now();
-        let result = match self.try_batch(events, group, None).await {
-            Err(ProjectorError::Database(e)) if is_data_error(&e) => {
-                tracing::warn!(error = %e, size = events.len(), "batch failed on data, applying one by one");
+        let result = match self.try_batch(events, group, &[]).await {
+            Ok(stats) => stats,
+            Err(Failure::Data { error, .. }) => {
+                tracing::warn!(%error, size = events.len(), "batch failed on data, applying one by one");
                 let mut total = BatchStats::default();
                 for event in events {
-                    let one = std::slice::from_ref(event);
-                    total += match self.try_batch(one, group, None).await {
-                        Err(ProjectorError::Database(e)) if is_data_error(&e) => {
-                            self.try_batch(one, group, Some(e.to_string())).await?
-                        }
-                        other => other?,
-                    };
+                    total += self.apply_alone(event, group).await?;
                 }
-                Ok(total)
+                total
             }
-            other => other,
-        }?;
+            Err(Failure::Other(e)) => return Err(e),
+        };
         metrics::histogram!("ordo_projector_batch_size").record(events.len() as f64);
         metrics::histogram!("ordo_projector_batch_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(result)
     }
 
-    /// One transaction. With `force_poison`, the (single) event is dead-lettered with that error
-    /// instead of applied.
+    /// One event in a transaction of its own. Each projection whose write fails on the data
+    /// dead-letters the event (parking its stream there) and the others apply it.
+    async fn apply_alone(&self, event: &Incoming, group: Option<&str>) -> Result<BatchStats, ProjectorError> {
+        let one = std::slice::from_ref(event);
+        let mut forced: Vec<(usize, String)> = Vec::new();
+        loop {
+            match self.try_batch(one, group, &forced).await {
+                Ok(stats) => return Ok(stats),
+                Err(Failure::Data { target: Some(t), error }) if forced.iter().all(|(f, _)| *f != t) => {
+                    forced.push((t, error.to_string()));
+                }
+                // a write outside any one projection's tables: every projection dead-letters it
+                Err(Failure::Data { error, .. }) if forced.len() < self.targets.len() => {
+                    forced = (0..self.targets.len()).map(|t| (t, error.to_string())).collect();
+                }
+                Err(Failure::Data { error, .. }) => return Err(error.into()),
+                Err(Failure::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One transaction. The (single) event is dead-lettered instead of applied by each target
+    /// index in `forced`, with its error.
     async fn try_batch(
         &self,
         events: &[Incoming],
         group: Option<&str>,
-        force_poison: Option<String>,
-    ) -> Result<BatchStats, ProjectorError> {
+        forced: &[(usize, String)],
+    ) -> Result<BatchStats, Failure> {
         let mut tx = self.pool.begin().await?;
-        let stats = self.batch_in(&mut tx, events, group, force_poison).await?;
+        let stats = self.batch_body(&mut tx, events, group, forced).await?;
         tx.commit().await?;
         Ok(stats)
     }
@@ -136,8 +153,17 @@ impl Projector {
         tx: &mut PgConnection,
         events: &[Incoming],
         group: Option<&str>,
-        force_poison: Option<String>,
     ) -> Result<BatchStats, ProjectorError> {
+        self.batch_body(tx, events, group, &[]).await.map_err(ProjectorError::from)
+    }
+
+    async fn batch_body(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Incoming],
+        group: Option<&str>,
+        forced: &[(usize, String)],
+    ) -> Result<BatchStats, Failure> {
         let mut locks: Vec<i64> = self.targets.iter().filter(|t| t.live).map(|t| t.projection.lock_key()).collect();
         locks.sort_unstable();
         for key in locks {
@@ -169,8 +195,8 @@ impl Projector {
                     stats.parked += 1;
                     continue;
                 }
-                let error = match (&force_poison, &inc.event) {
-                    (Some(e), _) => Some(e.clone()),
+                let error = match (forced.iter().find(|(f, _)| *f == ti), &inc.event) {
+                    (Some((_, e)), _) => Some(e.clone()),
                     (None, Err(e)) => Some(e.clone()),
                     (None, Ok(_)) => None,
                 };
@@ -181,10 +207,14 @@ impl Projector {
                     continue;
                 }
                 if inc.version > st.version + 1 {
-                    let gap = self.store.read_stream_range(stream, st.version + 1, inc.version - 1).await?;
+                    let gap = self
+                        .store
+                        .read_stream_range(stream, st.version + 1, inc.version - 1)
+                        .await
+                        .map_err(ProjectorError::from)?;
                     for e in &gap {
                         let from_log = Incoming::from_recorded(e);
-                        if !self.apply_one(&mut *tx, target, st, &from_log, &mut totals[ti], &mut stats).await? {
+                        if !self.apply_one(&mut *tx, ti, st, &from_log, &mut totals[ti], &mut stats).await? {
                             break;
                         }
                     }
@@ -194,7 +224,7 @@ impl Projector {
                         continue;
                     }
                 }
-                self.apply_one(&mut *tx, target, st, inc, &mut totals[ti], &mut stats).await?;
+                self.apply_one(&mut *tx, ti, st, inc, &mut totals[ti], &mut stats).await?;
             }
         }
 
@@ -229,12 +259,13 @@ impl Projector {
     async fn apply_one(
         &self,
         conn: &mut PgConnection,
-        target: &Target,
+        ti: usize,
         st: &mut StreamState,
         inc: &Incoming,
         totals: &mut TargetTotals,
         stats: &mut BatchStats,
-    ) -> Result<bool, ProjectorError> {
+    ) -> Result<bool, Failure> {
+        let target = &self.targets[ti];
         let (Some(stream), Ok(event)) = (inc.stream, &inc.event) else {
             let error = inc.event.as_ref().err().cloned().unwrap_or_else(|| "no stream".into());
             if let Some(stream) = inc.stream {
@@ -270,7 +301,8 @@ impl Projector {
                 stats.poisoned += 1;
                 Ok(false)
             }
-            Err(ApplyError::Db(e)) => Err(e.into()),
+            Err(ApplyError::Db(e)) if is_data_error(&e) => Err(Failure::Data { target: Some(ti), error: e }),
+            Err(ApplyError::Db(e)) => Err(Failure::Other(e.into())),
         }
     }
 
@@ -501,6 +533,45 @@ pub(crate) async fn park(
     .await?;
     tracing::warn!(projection = %target.key, stream = %stream, %error, "stream parked");
     Ok(())
+}
+
+/// Why a batch transaction failed.
+enum Failure {
+    /// A statement failed on the data; `target` is the index of the projection whose write it
+    /// was, when it was one.
+    Data {
+        target: Option<usize>,
+        error: sqlx::Error,
+    },
+    Other(ProjectorError),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        if is_data_error(&error) {
+            Failure::Data { target: None, error }
+        } else {
+            Failure::Other(error.into())
+        }
+    }
+}
+
+impl From<ProjectorError> for Failure {
+    fn from(e: ProjectorError) -> Self {
+        match e {
+            ProjectorError::Database(error) => error.into(),
+            other => Failure::Other(other),
+        }
+    }
+}
+
+impl From<Failure> for ProjectorError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Data { error, .. } => error.into(),
+            Failure::Other(e) => e,
+        }
+    }
 }
 
 /// Data exceptions and integrity violations: the event, not the database, is at fault.

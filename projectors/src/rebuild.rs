@@ -113,7 +113,7 @@ async fn rebuild_locked(pool: &PgPool, projection: Projection) -> Result<Rebuild
         cursor = next;
     }
     let caught_up = tail.len() as u64;
-    projector.batch_in(&mut tx, &tail, None, None).await?;
+    projector.batch_in(&mut tx, &tail, None).await?;
     swap_in(&mut tx, projection, &shadow).await?;
     tx.commit().await?;
     let swap = swap_started.elapsed();

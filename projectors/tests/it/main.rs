@@ -2,6 +2,7 @@
 //! for everything crossing Kafka, a real nisshi broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod data_errors;
 mod from_log;
 mod hostile_input;
 mod kafka;

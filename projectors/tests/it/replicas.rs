@@ -41,7 +41,7 @@ async fn two_replicas_applying_a_streams_first_event_at_once_apply_it_once_and_p
 
     // the old owner applies the event and has not committed yet
     let mut old_owner = db.pool.begin().await.unwrap();
-    let stats = projector.batch_in(&mut old_owner, &first, Some("replica"), None).await.unwrap();
+    let stats = projector.batch_in(&mut old_owner, &first, Some("replica")).await.unwrap();
     assert_eq!(stats.applied, 2, "orders and sales");
     // the new owner gets the same event from the committed offset
     let new_owner = {
