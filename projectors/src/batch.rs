@@ -1,21 +1,35 @@
-//! Applying a batch of events to the projections in ONE Postgres transaction, together with the
-//! per-stream progress, dead letters, parked streams and Kafka offsets it implies.
+//! Applying a batch of events to the projections in ONE short Postgres transaction, together with
+//! the per-stream progress, dead letters, parked streams and Kafka offsets it implies.
 //!
 //! Exactly-once in effect: each projection records per stream the last version it applied, and
 //! an event at or below it is skipped, so redelivery changes nothing. A gap (an event newer than
 //! the next expected version) is filled from the Postgres log, the source of truth.
+//!
+//! A batch runs in three steps:
+//! 1. Before the transaction: the missing versions of any gap are read from the log.
+//! 2. In the transaction: the streams' progress rows are locked (created first when missing, so
+//!    a stream's first event is locked too), each event gets its [`next_step`] per projection,
+//!    applied events are folded per row in memory ([`Changes`]), and each read-model table gets
+//!    one statement for the whole batch.
+//! 3. Still in it: a row that was not at the version its fold started from makes its stream's
+//!    first folded event a poison event; then dead letters, parked streams, progress, totals and
+//!    offsets are written, one statement each.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ordo_event_store::{error::sqlstate_of, EventStore};
 use ordo_schemas::StreamRef;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 
-use crate::apply::{apply, ApplyError, Applying};
-use crate::incoming::{Incoming, Origin};
+use crate::apply::{Applying, Changes, WriteError};
+use crate::bookkeeping::{self, Applied, DeadLetter, StreamKey};
+use crate::incoming::Incoming;
 use crate::model::Target;
+use crate::step::{after_gap, next_step, Arrival, DeadLetterKind, Step, StreamState};
 use crate::ProjectorError;
 
 /// What one batch did, summed over projections.
@@ -48,19 +62,41 @@ pub struct Projector {
     targets: Vec<Target>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct StreamState {
-    version: i64,
-    position: i64,
-    parked: bool,
-    dirty: bool,
+/// Log events read to fill gaps, by stream and version.
+#[derive(Debug, Default)]
+struct Gaps(HashMap<StreamRef, BTreeMap<i64, Arc<Incoming>>>);
+
+impl Gaps {
+    /// Versions `from..=to` of `stream`, when all are here.
+    fn range(&self, stream: StreamRef, from: i64, to: i64) -> Option<Vec<Arc<Incoming>>> {
+        let events: Vec<Arc<Incoming>> = self.0.get(&stream)?.range(from..=to).map(|(_, e)| e.clone()).collect();
+        (events.len() as i64 == to - from + 1).then_some(events)
+    }
+
+    fn insert(&mut self, stream: StreamRef, events: &[ordo_event_store::RecordedEvent]) {
+        let slot = self.0.entry(stream).or_default();
+        for e in events {
+            slot.insert(e.version, Arc::new(Incoming::from_recorded(e)));
+        }
+    }
 }
 
-#[derive(Debug, Default)]
-struct TargetTotals {
-    applied: i64,
-    last_position: i64,
-    last_recorded_at: Option<DateTime<Utc>>,
+/// An event of the batch or one read from the log to fill a gap.
+#[derive(Debug, Clone)]
+enum Source<'a> {
+    Batch(&'a Incoming),
+    Log(Arc<Incoming>),
+}
+
+impl Deref for Source<'_> {
+    type Target = Incoming;
+
+    fn deref(&self) -> &Incoming {
+        match self {
+            Source::Batch(e) => e,
+            Source::Log(e) => e,
+        }
+    }
 }
 
 impl Projector {
@@ -91,13 +127,14 @@ impl Projector {
             return Ok(BatchStats::default());
         }
         let started = Instant::now();
-        let result = match self.try_batch(events, group, &[]).await {
+        let gaps = self.read_gaps(events).await?;
+        let result = match self.try_batch(events, &gaps, group, &[]).await {
             Ok(stats) => stats,
             Err(Failure::Data { error, .. }) => {
                 tracing::warn!(%error, size = events.len(), "batch failed on data, applying one by one");
                 let mut total = BatchStats::default();
                 for event in events {
-                    total += self.apply_alone(event, group).await?;
+                    total += self.apply_alone(event, &gaps, group).await?;
                 }
                 total
             }
@@ -110,11 +147,16 @@ impl Projector {
 
     /// One event in a transaction of its own. Each projection whose write fails on the data
     /// dead-letters the event (parking its stream there) and the others apply it.
-    async fn apply_alone(&self, event: &Incoming, group: Option<&str>) -> Result<BatchStats, ProjectorError> {
+    async fn apply_alone(
+        &self,
+        event: &Incoming,
+        gaps: &Gaps,
+        group: Option<&str>,
+    ) -> Result<BatchStats, ProjectorError> {
         let one = std::slice::from_ref(event);
         let mut forced: Vec<(usize, String)> = Vec::new();
         loop {
-            match self.try_batch(one, group, &forced).await {
+            match self.try_batch(one, gaps, group, &forced).await {
                 Ok(stats) => return Ok(stats),
                 Err(Failure::Data { target: Some(t), error }) if forced.iter().all(|(f, _)| *f != t) => {
                     forced.push((t, error.to_string()));
@@ -123,8 +165,7 @@ impl Projector {
                 Err(Failure::Data { error, .. }) if forced.len() < self.targets.len() => {
                     forced = (0..self.targets.len()).map(|t| (t, error.to_string())).collect();
                 }
-                Err(Failure::Data { error, .. }) => return Err(error.into()),
-                Err(Failure::Other(e)) => return Err(e),
+                Err(Failure::Data { error, .. }) | Err(Failure::Other(error)) => return Err(error),
             }
         }
     }
@@ -134,11 +175,12 @@ impl Projector {
     async fn try_batch(
         &self,
         events: &[Incoming],
+        gaps: &Gaps,
         group: Option<&str>,
         forced: &[(usize, String)],
     ) -> Result<BatchStats, Failure> {
         let mut tx = self.pool.begin().await?;
-        let stats = self.batch_body(&mut tx, events, group, forced).await?;
+        let stats = self.batch_body(&mut tx, events, gaps, group, forced).await?;
         tx.commit().await?;
         Ok(stats)
     }
@@ -154,97 +196,269 @@ impl Projector {
         events: &[Incoming],
         group: Option<&str>,
     ) -> Result<BatchStats, ProjectorError> {
-        self.batch_body(tx, events, group, &[]).await.map_err(ProjectorError::from)
+        let gaps = self.read_gaps(events).await?;
+        self.batch_body(tx, events, &gaps, group, &[]).await.map_err(ProjectorError::from)
+    }
+
+    /// Every (projection, stream) pair of the batch, sorted.
+    fn pairs(&self, events: &[Incoming]) -> Vec<StreamKey> {
+        let mut pairs: Vec<StreamKey> = events
+            .iter()
+            .filter_map(|e| e.stream)
+            .flat_map(|s| self.readers(s.category).map(move |t| (t, s)))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
+    }
+
+    /// The indexes of the targets whose projection reads `category`.
+    fn readers(&self, category: ordo_schemas::StreamCategory) -> impl Iterator<Item = usize> + '_ {
+        self.targets.iter().enumerate().filter(move |(_, t)| t.projection.reads(category)).map(|(i, _)| i)
+    }
+
+    /// Reads from the log, before any lock is taken, the versions missing between what the
+    /// projections applied and what the batch brings.
+    async fn read_gaps(&self, events: &[Incoming]) -> Result<Gaps, ProjectorError> {
+        let mut gaps = Gaps::default();
+        let pairs = self.pairs(events);
+        if pairs.is_empty() {
+            return Ok(gaps);
+        }
+        let applied = bookkeeping::read_versions(&self.pool, &self.targets, &pairs).await?;
+        let mut lowest: HashMap<StreamRef, i64> = HashMap::new();
+        for key in &pairs {
+            let v = applied.get(key).copied().unwrap_or(0);
+            lowest.entry(key.1).and_modify(|l| *l = (*l).min(v)).or_insert(v);
+        }
+        let mut versions: HashMap<StreamRef, Vec<i64>> = HashMap::new();
+        for e in events.iter().filter(|e| e.version > 0 && e.event.is_ok()) {
+            if let Some(s) = e.stream {
+                versions.entry(s).or_default().push(e.version);
+            }
+        }
+        for (stream, mut vs) in versions {
+            vs.sort_unstable();
+            let mut next = lowest.get(&stream).copied().unwrap_or(0) + 1;
+            let (mut first, mut last) = (None, 0);
+            for v in vs {
+                if v > next {
+                    first.get_or_insert(next);
+                    last = v - 1;
+                }
+                next = next.max(v + 1);
+            }
+            if let Some(from) = first {
+                gaps.insert(stream, &self.store.read_stream_range(stream, from, last).await?);
+            }
+        }
+        Ok(gaps)
     }
 
     async fn batch_body(
         &self,
         tx: &mut PgConnection,
         events: &[Incoming],
+        gaps: &Gaps,
         group: Option<&str>,
         forced: &[(usize, String)],
     ) -> Result<BatchStats, Failure> {
-        let mut locks: Vec<i64> = self.targets.iter().filter(|t| t.live).map(|t| t.projection.lock_key()).collect();
-        locks.sort_unstable();
-        for key in locks {
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(key).execute(&mut *tx).await?;
-        }
-        let mut states = self.load_states(&mut *tx, events).await?;
-        let mut totals: Vec<TargetTotals> = self.targets.iter().map(|_| TargetTotals::default()).collect();
-        let mut stats = BatchStats::default();
+        bookkeeping::lock_projections(&mut *tx, &self.targets).await?;
+        let pairs = self.pairs(events);
+        let mut states = bookkeeping::lock_states(&mut *tx, &self.targets, &pairs).await?;
+        let mut plan = Plan::new(&self.targets);
 
-        for inc in events {
-            for (ti, target) in self.targets.iter().enumerate() {
-                if !inc.category.is_some_and(|c| target.projection.reads(c)) {
-                    continue;
-                }
-                let Some(stream) = inc.stream else {
-                    let error = inc.event.as_ref().err().cloned().unwrap_or_else(|| "no stream".into());
-                    dead_letter(&mut *tx, target, inc, "poison", &error).await?;
-                    stats.poisoned += 1;
-                    continue;
+        for event in events {
+            let Some(category) = event.category else { continue };
+            for ti in self.readers(category) {
+                let error = forced.iter().find(|(f, _)| *f == ti).map(|(_, e)| e.as_str());
+                let arrival = Arrival {
+                    version: event.version,
+                    has_stream: event.stream.is_some(),
+                    error: error.or(event.event.as_ref().err().map(String::as_str)),
                 };
-                let st = states.entry((ti, stream)).or_default();
-                let known_version = inc.version > 0;
-                if known_version && inc.version <= st.version {
-                    stats.skipped += 1;
-                    continue;
-                }
-                if st.parked {
-                    dead_letter(&mut *tx, target, inc, "parked", "stream is parked").await?;
-                    stats.parked += 1;
-                    continue;
-                }
-                let error = match (forced.iter().find(|(f, _)| *f == ti), &inc.event) {
-                    (Some((_, e)), _) => Some(e.clone()),
-                    (None, Err(e)) => Some(e.clone()),
-                    (None, Ok(_)) => None,
+                let mut none = StreamState::default();
+                let state = match event.stream {
+                    Some(s) => states.entry((ti, s)).or_default(),
+                    None => &mut none,
                 };
-                if let Some(error) = error {
-                    park(&mut *tx, target, stream, inc, &error).await?;
-                    st.parked = true;
-                    stats.poisoned += 1;
-                    continue;
-                }
-                if inc.version > st.version + 1 {
-                    let gap = self
-                        .store
-                        .read_stream_range(stream, st.version + 1, inc.version - 1)
-                        .await
-                        .map_err(ProjectorError::from)?;
-                    for e in &gap {
-                        let from_log = Incoming::from_recorded(e);
-                        if !self.apply_one(&mut *tx, ti, st, &from_log, &mut totals[ti], &mut stats).await? {
-                            break;
-                        }
+                let mut step = next_step(state, &arrival);
+                if let (Step::FillGap { from, to }, Some(stream)) = (&step, event.stream) {
+                    let log = match gaps.range(stream, *from, *to) {
+                        Some(log) => log,
+                        // another writer moved the stream since the gap was read: read the rest now
+                        None => self
+                            .store
+                            .read_stream_range(stream, *from, *to)
+                            .await
+                            .map_err(ProjectorError::from)?
+                            .iter()
+                            .map(|e| Arc::new(Incoming::from_recorded(e)))
+                            .collect(),
+                    };
+                    for e in log {
+                        let gap_step = next_step(state, &Arrival::of(&e));
+                        plan.settle(ti, state, Source::Log(e), gap_step);
                     }
-                    if st.parked {
-                        dead_letter(&mut *tx, target, inc, "parked", "stream is parked").await?;
-                        stats.parked += 1;
-                        continue;
-                    }
+                    step = after_gap(state, &arrival);
                 }
-                self.apply_one(&mut *tx, ti, st, inc, &mut totals[ti], &mut stats).await?;
+                plan.settle(ti, state, Source::Batch(event), step);
             }
         }
 
-        self.save_progress(&mut *tx, &states).await?;
-        for (target, t) in self.targets.iter().zip(&totals) {
-            save_totals(&mut *tx, target, t).await?;
+        let mut mismatched = Vec::new();
+        for (ti, changes) in plan.changes.iter().enumerate() {
+            if changes.is_empty() {
+                continue;
+            }
+            let streams = changes.write(&mut *tx, &self.targets[ti]).await.map_err(|e| Failure::write(ti, e))?;
+            mismatched.extend(streams.into_iter().map(|s| (ti, s)));
         }
-        if let Some(group) = group {
-            save_offsets(&mut *tx, group, events).await?;
+        for key in mismatched {
+            plan.unapply(key);
         }
+        let stats = plan.record(&mut *tx, events, group).await?;
+        Ok(stats)
+    }
+}
 
-        for (target, t) in self.targets.iter().zip(&totals) {
-            if t.applied > 0 {
-                let p = target.key.clone();
-                metrics::counter!("ordo_projector_events_applied_total", "projection" => p.clone())
-                    .increment(t.applied.unsigned_abs());
-                if let Some(at) = t.last_recorded_at {
-                    let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
-                    metrics::gauge!("ordo_projection_last_event_age_seconds", "projection" => p).set(age);
+impl<'a> Arrival<'a> {
+    fn of(e: &'a Incoming) -> Self {
+        Arrival {
+            version: e.version,
+            has_stream: e.stream.is_some(),
+            error: e.event.as_ref().err().map(String::as_str),
+        }
+    }
+}
+
+/// What a batch decided, before it is recorded.
+struct Plan<'t, 'a> {
+    targets: &'t [Target],
+    /// Per target, the rows its applied events fold into.
+    changes: Vec<Changes>,
+    /// Per (projection, stream), the events folded, in version order.
+    applied: BTreeMap<StreamKey, Vec<Source<'a>>>,
+    letters: Vec<(usize, DeadLetterKind, bool, Source<'a>, String)>,
+    skipped: u64,
+}
+
+impl<'t, 'a> Plan<'t, 'a> {
+    fn new(targets: &'t [Target]) -> Self {
+        Plan {
+            targets,
+            changes: targets.iter().map(|t| Changes::new(t.projection)).collect(),
+            applied: BTreeMap::new(),
+            letters: Vec::new(),
+            skipped: 0,
+        }
+    }
+
+    /// Carries out `step` for `event` in target `ti`, whose stream is at `state`.
+    fn settle(&mut self, ti: usize, state: &mut StreamState, event: Source<'a>, step: Step) {
+        let error = match step {
+            Step::Skip => {
+                self.skipped += 1;
+                return;
+            }
+            Step::Hold => {
+                self.letters.push((ti, DeadLetterKind::Held, false, event, "stream is parked".to_owned()));
+                return;
+            }
+            Step::Reject { error } => {
+                self.letters.push((ti, DeadLetterKind::Poison, false, event, error));
+                return;
+            }
+            Step::Park { error } => error,
+            // a gap inside the log's own events: the caller fills gaps before applying
+            Step::FillGap { from, to } => format!("versions {from} to {to} before this event are not in the log"),
+            Step::Apply => match self.fold(ti, state, &event) {
+                Ok(()) => return,
+                Err(error) => error,
+            },
+        };
+        state.parked = true;
+        self.letters.push((ti, DeadLetterKind::Poison, true, event, error));
+    }
+
+    fn fold(&mut self, ti: usize, state: &mut StreamState, event: &Source<'a>) -> Result<(), String> {
+        let (Some(stream), Ok(decoded)) = (event.stream, &event.event) else {
+            return Err("an event without a stream or not decoded".to_owned());
+        };
+        let applying = Applying {
+            stream,
+            version: event.version,
+            position: event.position,
+            recorded_at: event.recorded_at.unwrap_or_else(Utc::now),
+            event: decoded,
+        };
+        self.changes[ti].fold(&applying)?;
+        state.version = event.version;
+        self.applied.entry((ti, stream)).or_default().push(event.clone());
+        Ok(())
+    }
+
+    /// The row of `key` was not at the version its fold started from, so nothing of it was
+    /// written: its first folded event is a poison event and the others are held.
+    fn unapply(&mut self, key: StreamKey) {
+        let Some(events) = self.applied.remove(&key) else { return };
+        let mut events = events.into_iter();
+        let Some(first) = events.next() else { return };
+        let what = match &first.event {
+            Ok(e) => e.event_type(),
+            Err(_) => "event",
+        };
+        let row = self.targets[key.0].projection;
+        let error = if first.version == 1 {
+            format!("{what} {} at version 1: the {row} row exists already", key.1)
+        } else {
+            format!("{what} {} at version {}: no {row} row at version {}", key.1, first.version, first.version - 1)
+        };
+        self.letters.push((key.0, DeadLetterKind::Poison, true, first, error));
+        for held in events {
+            self.letters.push((key.0, DeadLetterKind::Held, false, held, "stream is parked".to_owned()));
+        }
+    }
+
+    /// Writes the bookkeeping of the batch and records its metrics.
+    async fn record(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Incoming],
+        group: Option<&str>,
+    ) -> Result<BatchStats, ProjectorError> {
+        let mut stats = BatchStats { skipped: self.skipped, ..BatchStats::default() };
+        let letters: Vec<DeadLetter<'_>> = self
+            .letters
+            .iter()
+            .map(|(ti, kind, park, event, error)| {
+                match kind {
+                    DeadLetterKind::Poison => stats.poisoned += 1,
+                    DeadLetterKind::Held => stats.parked += 1,
                 }
+                DeadLetter { target: &self.targets[*ti], kind: *kind, park: *park, event, error: error.clone() }
+            })
+            .collect();
+        bookkeeping::save_dead_letters(&mut *conn, &letters).await?;
+
+        let mut applied = Applied::default();
+        for ((ti, stream), folded) in &self.applied {
+            let Some(last) = folded.last() else { continue };
+            let key = &self.targets[*ti].key;
+            applied.push(key, *stream, last.version, last.position, folded.len() as i64);
+            for e in folded {
+                applied.recorded(key, e.recorded_at);
+            }
+        }
+        applied.save(&mut *conn, group, events).await?;
+
+        for (key, count, last_recorded_at) in applied.per_projection() {
+            stats.applied += count.unsigned_abs();
+            metrics::counter!("ordo_projector_events_applied_total", "projection" => key.to_owned())
+                .increment(count.unsigned_abs());
+            if let Some(at) = last_recorded_at {
+                let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::gauge!("ordo_projection_last_event_age_seconds", "projection" => key.to_owned()).set(age);
             }
         }
         metrics::counter!("ordo_projector_events_skipped_total").increment(stats.skipped);
@@ -254,302 +468,33 @@ impl Projector {
         }
         Ok(stats)
     }
-
-    /// Applies one decoded event; a poison event parks the stream. Returns whether it applied.
-    async fn apply_one(
-        &self,
-        conn: &mut PgConnection,
-        ti: usize,
-        st: &mut StreamState,
-        inc: &Incoming,
-        totals: &mut TargetTotals,
-        stats: &mut BatchStats,
-    ) -> Result<bool, Failure> {
-        let target = &self.targets[ti];
-        let (Some(stream), Ok(event)) = (inc.stream, &inc.event) else {
-            let error = inc.event.as_ref().err().cloned().unwrap_or_else(|| "no stream".into());
-            if let Some(stream) = inc.stream {
-                park(conn, target, stream, inc, &error).await?;
-                st.parked = true;
-            }
-            stats.poisoned += 1;
-            return Ok(false);
-        };
-        let applying = Applying {
-            stream,
-            version: inc.version,
-            position: inc.position,
-            recorded_at: inc.recorded_at.unwrap_or_else(Utc::now),
-            event,
-        };
-        match apply(conn, target, &applying).await {
-            Ok(()) => {
-                st.version = inc.version;
-                st.position = inc.position;
-                st.dirty = true;
-                totals.applied += 1;
-                totals.last_position = totals.last_position.max(inc.position);
-                totals.last_recorded_at = totals.last_recorded_at.max(inc.recorded_at);
-                stats.applied += 1;
-                Ok(true)
-            }
-            Err(ApplyError::Poison(error)) => {
-                tracing::warn!(projection = %target.key, stream = %stream, version = inc.version, %error,
-                    "poison event, parking its stream");
-                park(conn, target, stream, inc, &error).await?;
-                st.parked = true;
-                stats.poisoned += 1;
-                Ok(false)
-            }
-            Err(ApplyError::Db(e)) if is_data_error(&e) => Err(Failure::Data { target: Some(ti), error: e }),
-            Err(ApplyError::Db(e)) => Err(Failure::Other(e.into())),
-        }
-    }
-
-    /// Locks and loads the parked flags and progress of every stream in the batch.
-    async fn load_states(
-        &self,
-        conn: &mut PgConnection,
-        events: &[Incoming],
-    ) -> Result<HashMap<(usize, StreamRef), StreamState>, ProjectorError> {
-        let keys: Vec<String> = self.targets.iter().map(|t| t.key.clone()).collect();
-        let mut ids: Vec<uuid::Uuid> = events.iter().filter_map(|e| e.stream.map(|s| s.id)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let index: HashMap<&str, usize> = self.targets.iter().enumerate().map(|(i, t)| (t.key.as_str(), i)).collect();
-        let mut states: HashMap<(usize, StreamRef), StreamState> = HashMap::new();
-        let parked = sqlx::query(
-            "SELECT projection, category, stream_id FROM parked_streams \
-             WHERE projection = ANY($1) AND stream_id = ANY($2) ORDER BY projection, stream_id, category FOR SHARE",
-        )
-        .bind(&keys)
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in parked {
-            if let Some(key) = state_key(&row, &index)? {
-                states.entry(key).or_default().parked = true;
-            }
-        }
-        // A stream without a progress row yet has nothing `FOR UPDATE` could lock, so two
-        // replicas applying its first event at once would both see version 0. Every stream of the
-        // batch gets its row first (version 0 when new), in key order: a second writer waits here
-        // for the first to commit and then reads the version it committed.
-        let mut new_keys = Vec::new();
-        let mut new_categories = Vec::new();
-        let mut new_ids = Vec::new();
-        for e in events {
-            let Some(stream) = e.stream else { continue };
-            for t in self.targets.iter().filter(|t| t.projection.reads(stream.category)) {
-                new_keys.push(t.key.clone());
-                new_categories.push(stream.category.as_str().to_owned());
-                new_ids.push(stream.id);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO projection_progress (projection, category, stream_id, version, position) \
-             SELECT DISTINCT k, c, s, 0::bigint, 0::bigint FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(k, c, s) \
-             ORDER BY k, s, c ON CONFLICT DO NOTHING",
-        )
-        .bind(&new_keys)
-        .bind(&new_categories)
-        .bind(&new_ids)
-        .execute(&mut *conn)
-        .await?;
-        let progress = sqlx::query(
-            "SELECT projection, category, stream_id, version, position FROM projection_progress \
-             WHERE projection = ANY($1) AND stream_id = ANY($2) ORDER BY projection, stream_id, category FOR UPDATE",
-        )
-        .bind(&keys)
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in progress {
-            if let Some(key) = state_key(&row, &index)? {
-                let st = states.entry(key).or_default();
-                st.version = row.try_get("version")?;
-                st.position = row.try_get("position")?;
-            }
-        }
-        Ok(states)
-    }
-
-    async fn save_progress(
-        &self,
-        conn: &mut PgConnection,
-        states: &HashMap<(usize, StreamRef), StreamState>,
-    ) -> Result<(), ProjectorError> {
-        let mut keys = Vec::new();
-        let mut categories = Vec::new();
-        let mut ids = Vec::new();
-        let mut versions = Vec::new();
-        let mut positions = Vec::new();
-        for ((ti, stream), st) in states.iter().filter(|(_, st)| st.dirty) {
-            keys.push(self.targets[*ti].key.clone());
-            categories.push(stream.category.as_str().to_owned());
-            ids.push(stream.id);
-            versions.push(st.version);
-            positions.push(st.position);
-        }
-        save_progress_rows(conn, &keys, &categories, &ids, &versions, &positions).await
-    }
-}
-
-pub(crate) async fn save_progress_rows(
-    conn: &mut PgConnection,
-    keys: &[String],
-    categories: &[String],
-    ids: &[uuid::Uuid],
-    versions: &[i64],
-    positions: &[i64],
-) -> Result<(), ProjectorError> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO projection_progress (projection, category, stream_id, version, position) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::bigint[]) \
-         ON CONFLICT (projection, stream_id, category) DO UPDATE \
-         SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now()",
-    )
-    .bind(keys)
-    .bind(categories)
-    .bind(ids)
-    .bind(versions)
-    .bind(positions)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-fn state_key(
-    row: &sqlx::postgres::PgRow,
-    index: &HashMap<&str, usize>,
-) -> Result<Option<(usize, StreamRef)>, ProjectorError> {
-    let projection: String = row.try_get("projection")?;
-    let category: String = row.try_get("category")?;
-    let id: uuid::Uuid = row.try_get("stream_id")?;
-    let Some(category) = ordo_schemas::StreamCategory::parse(&category) else { return Ok(None) };
-    Ok(index.get(projection.as_str()).map(|i| (*i, StreamRef::new(category, id))))
-}
-
-async fn save_totals(conn: &mut PgConnection, target: &Target, t: &TargetTotals) -> Result<(), ProjectorError> {
-    if t.applied == 0 {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO projection_state AS s (projection, events_applied, last_position, last_recorded_at, \
-         last_applied_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (projection) DO UPDATE SET \
-         events_applied = s.events_applied + EXCLUDED.events_applied, \
-         last_position = GREATEST(s.last_position, EXCLUDED.last_position), \
-         last_recorded_at = GREATEST(s.last_recorded_at, EXCLUDED.last_recorded_at), last_applied_at = now()",
-    )
-    .bind(&target.key)
-    .bind(t.applied)
-    .bind(t.last_position)
-    .bind(t.last_recorded_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Records the next offset per topic and partition of the Kafka events in the batch.
-async fn save_offsets(conn: &mut PgConnection, group: &str, events: &[Incoming]) -> Result<(), ProjectorError> {
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for e in events {
-        if let Origin::Kafka { topic, partition, offset } = &e.origin {
-            let n = next.entry((topic.clone(), *partition)).or_insert(0);
-            *n = (*n).max(offset + 1);
-        }
-    }
-    if next.is_empty() {
-        return Ok(());
-    }
-    let (topics, partitions): (Vec<String>, Vec<i32>) = next.keys().cloned().unzip();
-    let offsets: Vec<i64> = next.values().copied().collect();
-    sqlx::query(
-        "INSERT INTO projector_offsets AS o (group_id, topic, partition, next_offset) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[]) \
-         ON CONFLICT (group_id, topic, partition) DO UPDATE \
-         SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()",
-    )
-    .bind(group)
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&offsets)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Records an event the projection did not apply.
-pub(crate) async fn dead_letter(
-    conn: &mut PgConnection,
-    target: &Target,
-    inc: &Incoming,
-    kind: &str,
-    error: &str,
-) -> Result<i64, ProjectorError> {
-    let (topic, partition, offset) = inc.kafka_origin();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO dead_letters (projection, kind, category, stream_id, version, position, topic, partition, \
-         kafka_offset, error, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-    )
-    .bind(&target.key)
-    .bind(kind)
-    .bind(inc.category.map(|c| c.as_str()))
-    .bind(inc.stream.map(|s| s.id))
-    .bind((inc.version > 0).then_some(inc.version))
-    .bind((inc.position > 0).then_some(inc.position))
-    .bind(topic)
-    .bind(partition)
-    .bind(offset)
-    .bind(error)
-    .bind(&inc.raw)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(id)
-}
-
-/// Dead-letters a poison event and parks its stream for the target's projection.
-pub(crate) async fn park(
-    conn: &mut PgConnection,
-    target: &Target,
-    stream: StreamRef,
-    inc: &Incoming,
-    error: &str,
-) -> Result<(), ProjectorError> {
-    let id = dead_letter(conn, target, inc, "poison", error).await?;
-    sqlx::query(
-        "INSERT INTO parked_streams (projection, category, stream_id, reason, dead_letter_id) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&target.key)
-    .bind(stream.category.as_str())
-    .bind(stream.id)
-    .bind(error)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    tracing::warn!(projection = %target.key, stream = %stream, %error, "stream parked");
-    Ok(())
 }
 
 /// Why a batch transaction failed.
 enum Failure {
-    /// A statement failed on the data; `target` is the index of the projection whose write it
-    /// was, when it was one.
+    /// A statement (or a sum folded in memory) failed on the data; `target` is the index of
+    /// the projection whose write it was, when it was one.
     Data {
         target: Option<usize>,
-        error: sqlx::Error,
+        error: ProjectorError,
     },
     Other(ProjectorError),
+}
+
+impl Failure {
+    fn write(target: usize, e: WriteError) -> Self {
+        match e {
+            WriteError::Data(message) => Failure::Data { target: Some(target), error: ProjectorError::Other(message) },
+            WriteError::Db(e) if is_data_error(&e) => Failure::Data { target: Some(target), error: e.into() },
+            WriteError::Db(e) => Failure::Other(e.into()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for Failure {
     fn from(error: sqlx::Error) -> Self {
         if is_data_error(&error) {
-            Failure::Data { target: None, error }
+            Failure::Data { target: None, error: error.into() }
         } else {
             Failure::Other(error.into())
         }
@@ -568,8 +513,7 @@ impl From<ProjectorError> for Failure {
 impl From<Failure> for ProjectorError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Data { error, .. } => error.into(),
-            Failure::Other(e) => e,
+            Failure::Data { error, .. } | Failure::Other(error) => error,
         }
     }
 }

@@ -20,12 +20,9 @@ pub struct Config {
     /// Consumer group id.
     #[arg(long, env = "ORDO_PROJECTORS_GROUP", default_value = crate::GROUP_ID)]
     pub group_id: String,
-    /// Most events applied in one Postgres transaction.
+    /// Most events applied in one Postgres transaction (a batch is whatever is queued, up to this).
     #[arg(long, env = "ORDO_PROJECTORS_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
-    /// Longest wait (milliseconds) to fill a batch before applying what arrived.
-    #[arg(long, env = "ORDO_PROJECTORS_BATCH_WAIT_MS", default_value_t = 50)]
-    pub batch_wait_ms: u64,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "ORDO_PROJECTORS_OPS_ADDR", default_value = "127.0.0.1:9103")]
     pub ops_addr: SocketAddr,

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::FutureExt;
 use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer};
 use ordo_service::shutdown::Shutdown;
 use rdkafka::message::OwnedMessage;
@@ -26,20 +27,14 @@ use crate::ProjectorError;
 pub struct ConsumerOptions {
     pub brokers: String,
     pub group_id: String,
-    /// Most messages per Postgres transaction.
+    /// Most messages per Postgres transaction. A batch is whatever is queued when the previous
+    /// one committed, up to this many; no timer waits to fill it.
     pub batch_size: usize,
-    /// Longest wait to fill a batch once its first message arrived.
-    pub batch_wait: Duration,
 }
 
 impl ConsumerOptions {
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self {
-            brokers: brokers.into(),
-            group_id: crate::GROUP_ID.to_owned(),
-            batch_size: 500,
-            batch_wait: Duration::from_millis(50),
-        }
+        Self { brokers: brokers.into(), group_id: crate::GROUP_ID.to_owned(), batch_size: 500 }
     }
 }
 
@@ -65,15 +60,12 @@ pub async fn run_consumer(
             m = consumer.recv() => m,
         };
         let Some(first) = first else { break };
+        // whatever is queued already joins the batch; nothing waits for more
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + options.batch_wait;
         while batch.len() < options.batch_size {
-            tokio::select! {
-                m = consumer.recv() => match m {
-                    Some(m) => batch.push(m),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+            match consumer.recv().now_or_never() {
+                Some(Some(m)) => batch.push(m),
+                _ => break,
             }
         }
         if batch.iter().any(|m| !stored.contains_key(&(m.topic().to_owned(), m.partition()))) {

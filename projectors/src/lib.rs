@@ -1,6 +1,7 @@
 //! The read side of Ordo: projector workers that fold events into read models in Postgres.
 //!
-//! - [`apply`]: the pure-ish fold of one decoded event into SQL writes, per projection.
+//! - [`step::next_step`]: the pure per-event decision (skip, hold, park, fill a gap, apply).
+//! - [`apply`]: events folded per read-model row in memory, written with one statement per table.
 //! - [`Projector::apply_batch`]: many events, their per-stream progress, dead letters, parked
 //!   streams and Kafka offsets in ONE transaction; redelivered events are skipped by version.
 //! - [`consumer`] (feature `kafka`): the live consumer group `ordo-projectors`.
@@ -13,6 +14,7 @@
 
 pub mod apply;
 pub mod batch;
+mod bookkeeping;
 pub mod config;
 #[cfg(feature = "kafka")]
 pub mod consumer;
@@ -25,6 +27,7 @@ pub mod retry;
 #[cfg(feature = "kafka")]
 pub mod run;
 pub mod status;
+pub mod step;
 
 use sqlx::PgPool;
 

@@ -4,8 +4,8 @@ use ordo_event_store::EventStore;
 use ordo_schemas::{StreamCategory, StreamRef};
 use sqlx::{PgPool, Row};
 
-use crate::apply::{apply, ApplyError, Applying};
-use crate::batch::save_progress_rows;
+use crate::apply::{Applying, Changes, WriteError};
+use crate::bookkeeping::Applied;
 use crate::model::{Projection, Target};
 use crate::ProjectorError;
 
@@ -94,64 +94,58 @@ async fn retry_one(pool: &PgPool, projection: Projection, stream: StreamRef) -> 
     };
     let mut last_recorded_at = None;
     let events = EventStore::new(pool.clone()).read_stream(stream, version + 1).await?;
+    let mut changes = Changes::new(projection);
+    let mut failed = None;
     for e in &events {
         let decoded = ordo_schemas::AnyEvent::decode(stream.category, &e.event_type, e.schema_version, e.data.clone());
-        let result = match &decoded {
-            Ok(event) => {
-                let applying =
-                    Applying { stream, version: e.version, position: e.position, recorded_at: e.recorded_at, event };
-                apply(&mut tx, &target, &applying).await
-            }
-            Err(err) => Err(ApplyError::Poison(err.to_string())),
+        let folded = match &decoded {
+            Ok(event) => changes.fold(&Applying {
+                stream,
+                version: e.version,
+                position: e.position,
+                recorded_at: e.recorded_at,
+                event,
+            }),
+            Err(err) => Err(err.to_string()),
         };
-        match result {
-            Ok(()) => {
-                version = e.version;
-                position = e.position;
-                last_recorded_at = Some(e.recorded_at);
-                outcome.applied += 1;
-            }
-            Err(ApplyError::Poison(error)) => {
-                drop(tx);
-                sqlx::query(
-                    "UPDATE parked_streams SET reason = $4 WHERE projection = $1 AND category = $2 AND stream_id = $3",
-                )
-                .bind(&target.key)
-                .bind(stream.category.as_str())
-                .bind(stream.id)
-                .bind(&error)
-                .execute(pool)
-                .await?;
-                tracing::warn!(projection = %projection, stream = %stream, version = e.version, %error,
-                    "retry of parked stream failed");
-                outcome.applied = 0;
-                outcome.error = Some(error);
-                return Ok(outcome);
-            }
-            Err(ApplyError::Db(e)) => return Err(e.into()),
+        if let Err(error) = folded {
+            failed = Some((e.version, error));
+            break;
+        }
+        version = e.version;
+        position = e.position;
+        last_recorded_at = Some(e.recorded_at);
+        outcome.applied += 1;
+    }
+    if failed.is_none() && outcome.applied > 0 {
+        let mismatched = changes.write(&mut tx, &target).await.map_err(|e| match e {
+            WriteError::Db(e) => ProjectorError::Database(e),
+            WriteError::Data(message) => ProjectorError::Other(message),
+        })?;
+        if !mismatched.is_empty() {
+            let first = version - i64::try_from(outcome.applied).unwrap_or(0) + 1;
+            failed = Some((first, format!("no {projection} row of {stream} at version {}", first - 1)));
         }
     }
+    if let Some((at, error)) = failed {
+        drop(tx);
+        sqlx::query("UPDATE parked_streams SET reason = $4 WHERE projection = $1 AND category = $2 AND stream_id = $3")
+            .bind(&target.key)
+            .bind(stream.category.as_str())
+            .bind(stream.id)
+            .bind(&error)
+            .execute(pool)
+            .await?;
+        tracing::warn!(projection = %projection, stream = %stream, version = at, %error, "retry of parked stream failed");
+        outcome.applied = 0;
+        outcome.error = Some(error);
+        return Ok(outcome);
+    }
     if outcome.applied > 0 {
-        save_progress_rows(
-            &mut tx,
-            std::slice::from_ref(&target.key),
-            &[stream.category.as_str().to_owned()],
-            &[stream.id],
-            &[version],
-            &[position],
-        )
-        .await?;
-        sqlx::query(
-            "UPDATE projection_state SET events_applied = events_applied + $2, \
-             last_position = GREATEST(last_position, $3), last_recorded_at = GREATEST(last_recorded_at, $4), \
-             last_applied_at = now() WHERE projection = $1",
-        )
-        .bind(&target.key)
-        .bind(i64::try_from(outcome.applied).unwrap_or(i64::MAX))
-        .bind(position)
-        .bind(last_recorded_at)
-        .execute(&mut *tx)
-        .await?;
+        let mut applied = Applied::default();
+        applied.push(&target.key, stream, version, position, i64::try_from(outcome.applied).unwrap_or(i64::MAX));
+        applied.recorded(&target.key, last_recorded_at);
+        applied.save(&mut tx, None, &[]).await?;
     }
     sqlx::query("DELETE FROM parked_streams WHERE projection = $1 AND category = $2 AND stream_id = $3")
         .bind(&target.key)

@@ -33,7 +33,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         brokers: config.kafka_brokers.clone(),
         group_id: config.group_id.clone(),
         batch_size: config.batch_size.max(1),
-        batch_wait: Duration::from_millis(config.batch_wait_ms),
     };
     let result = run_consumer(projector, options, shutdown.clone()).await;
     shutdown.trigger();

@@ -1,10 +1,11 @@
-//! The apply logic: one decoded event and the target tables -> SQL writes. Shared by the live
-//! consumer, the log follower, `retry_parked` and rebuilds, so every path folds events the same
-//! way.
+//! The apply logic: events folded per read-model row in memory, then written set-based (one
+//! statement per table for a whole batch). Shared by the live consumer, the log follower,
+//! `retry_parked`, rebuilds and replays, so every path folds events the same way.
 //!
-//! Each statement checks the row's version (`version = event version - 1`), so applying an event
-//! twice or out of order can never corrupt a row: it fails as a poison event instead. The first
-//! statement of each event is the one that can fail that way, so a failure writes nothing.
+//! Each row's write checks the row's version (`version = the version before the first folded
+//! event`), so applying events twice or out of order can never corrupt a row: the row is left
+//! untouched and its stream is reported back as a mismatch, which the caller treats as a poison
+//! event.
 
 mod catalog;
 mod orders;
@@ -26,45 +27,88 @@ pub struct Applying<'a> {
     pub event: &'a AnyEvent,
 }
 
-/// Why an event was not applied.
+/// Why a write failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The event does not fit the read model (missing row, unexpected version, wrong category):
-    /// a poison event, dead-lettered and its stream parked.
+pub enum WriteError {
+    /// The folded values do not fit the tables (a sum out of range): the batch's data is at
+    /// fault, as for SQLSTATE classes 22 and 23.
     #[error("{0}")]
-    Poison(String),
-    /// The database failed; the whole batch is retried.
+    Data(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
 
-/// Applies one event to one projection's tables in `target`.
-///
-/// # Errors
-/// [`ApplyError::Poison`] when the event does not fit the current rows; [`ApplyError::Db`] when
-/// a statement fails.
-pub async fn apply(conn: &mut PgConnection, target: &Target, ev: &Applying<'_>) -> Result<(), ApplyError> {
-    match (target.projection, ev.event) {
-        (Projection::Orders, AnyEvent::Order(e)) => orders::apply(conn, target, ev, e).await,
-        (Projection::Sales, AnyEvent::Order(e)) => sales::apply(conn, target, ev, e).await,
-        (Projection::Catalog, AnyEvent::Product(e)) => catalog::apply(conn, target, ev, e).await,
-        (p, e) => Err(ApplyError::Poison(format!("projection {p} does not read {} events", e.category()))),
+/// The writes one projection owes for a batch, folded per row.
+#[derive(Debug)]
+pub enum Changes {
+    Orders(orders::Rows),
+    Catalog(catalog::Rows),
+    Sales(sales::Rows),
+}
+
+impl Changes {
+    pub fn new(projection: Projection) -> Self {
+        match projection {
+            Projection::Orders => Changes::Orders(orders::Rows::default()),
+            Projection::Catalog => Changes::Catalog(catalog::Rows::default()),
+            Projection::Sales => Changes::Sales(sales::Rows::default()),
+        }
+    }
+
+    /// Folds one event into its row. The events of a stream come in version order, each one
+    /// above the last folded (the caller's version check sees to it).
+    ///
+    /// # Errors
+    /// The poison message when the event does not fit the projection; nothing of it is folded.
+    pub fn fold(&mut self, ev: &Applying<'_>) -> Result<(), String> {
+        match (self, ev.event) {
+            (Changes::Orders(rows), AnyEvent::Order(e)) => rows.fold(ev, e),
+            (Changes::Sales(rows), AnyEvent::Order(e)) => rows.fold(ev, e),
+            (Changes::Catalog(rows), AnyEvent::Product(e)) => rows.fold(ev, e),
+            (changes, e) => Err(format!("projection {} does not read {} events", changes.projection(), e.category())),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Changes::Orders(rows) => rows.is_empty(),
+            Changes::Catalog(rows) => rows.is_empty(),
+            Changes::Sales(rows) => rows.is_empty(),
+        }
+    }
+
+    fn projection(&self) -> Projection {
+        match self {
+            Changes::Orders(_) => Projection::Orders,
+            Changes::Catalog(_) => Projection::Catalog,
+            Changes::Sales(_) => Projection::Sales,
+        }
+    }
+
+    /// Writes every folded row into `target`'s tables, one statement per table. Returns the
+    /// streams whose row was not at the version their fold started from (or existed already
+    /// for a first event): nothing was written for those.
+    ///
+    /// # Errors
+    /// [`WriteError`]; the caller's transaction must be rolled back then.
+    pub async fn write(&self, conn: &mut PgConnection, target: &Target) -> Result<Vec<StreamRef>, WriteError> {
+        match self {
+            Changes::Orders(rows) => Ok(rows.write(conn, target).await?),
+            Changes::Catalog(rows) => Ok(rows.write(conn, target).await?),
+            Changes::Sales(rows) => rows.write(conn, target).await,
+        }
     }
 }
 
-/// Turns "no row matched" into a poison error naming the stream and version.
-pub(crate) fn expect_one(rows: u64, ev: &Applying<'_>, what: &str) -> Result<(), ApplyError> {
-    if rows == 1 {
-        Ok(())
-    } else {
-        Err(ApplyError::Poison(format!(
-            "{} {} at version {}: no {what} row at version {}",
-            ev.event.event_type(),
-            ev.stream,
-            ev.version,
-            ev.version - 1
-        )))
-    }
+/// The streams of `expected` that are not in `written`.
+pub(crate) fn missing(expected: impl Iterator<Item = StreamRef>, written: &[uuid::Uuid]) -> Vec<StreamRef> {
+    let written: std::collections::HashSet<&uuid::Uuid> = written.iter().collect();
+    expected.filter(|s| !written.contains(&s.id)).collect()
+}
+
+/// One statement parameter: a column of the rows as an array.
+pub(crate) fn column<R, T>(rows: &[&R], f: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(|r| f(r)).collect()
 }
 
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {

@@ -67,12 +67,7 @@ async fn hostile_messages_on_every_topic_are_dead_lettered_and_every_other_strea
     let relay = tokio::spawn(async move { relay.run(s).await });
 
     let stop = Shutdown::new();
-    let options = ConsumerOptions {
-        brokers: broker.bootstrap(),
-        group_id: "hostile".into(),
-        batch_size: 20,
-        batch_wait: Duration::from_millis(20),
-    };
+    let options = ConsumerOptions { brokers: broker.bootstrap(), group_id: "hostile".into(), batch_size: 20 };
     let (projector, s) = (Projector::new(db.pool.clone(), Target::all_live()), stop.clone());
     let consumer = tokio::spawn(async move { run_consumer(projector, options, s).await });
 

@@ -46,12 +46,7 @@ impl Stack {
 fn consumer(db: &TestDb, brokers: String, group: &str, batch: usize) -> (Shutdown, JoinHandle<()>) {
     let stop = Shutdown::new();
     let projector = Projector::new(db.pool.clone(), Target::all_live());
-    let options = ConsumerOptions {
-        brokers,
-        group_id: group.to_owned(),
-        batch_size: batch,
-        batch_wait: Duration::from_millis(20),
-    };
+    let options = ConsumerOptions { brokers, group_id: group.to_owned(), batch_size: batch };
     let s = stop.clone();
     let task = tokio::spawn(async move { run_consumer(projector, options, s).await.unwrap() });
     (stop, task)

@@ -1,0 +1,304 @@
+//! The SQL that records what a batch decided: the per-stream locks and progress, dead letters and
+//! parked streams, totals per projection and the Kafka offsets. One statement each per batch.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use ordo_schemas::{StreamCategory, StreamRef};
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::incoming::{Incoming, Origin};
+use crate::model::Target;
+use crate::step::{DeadLetterKind, StreamState};
+use crate::ProjectorError;
+
+/// A (projection, stream) pair of a batch: the index of the target and the stream.
+pub(crate) type StreamKey = (usize, StreamRef);
+
+/// The `projection_progress` keys of `pairs`, as three parallel arrays.
+fn key_arrays(targets: &[Target], pairs: &[StreamKey]) -> (Vec<String>, Vec<&'static str>, Vec<uuid::Uuid>) {
+    let keys = pairs.iter().map(|(t, _)| targets[*t].key.clone()).collect();
+    let categories = pairs.iter().map(|(_, s)| s.category.as_str()).collect();
+    let ids = pairs.iter().map(|(_, s)| s.id).collect();
+    (keys, categories, ids)
+}
+
+/// Takes the advisory lock of each live projection shared, so a rebuild's swap (which takes it
+/// exclusive) never runs beside the batch.
+pub(crate) async fn lock_projections(conn: &mut PgConnection, targets: &[Target]) -> Result<(), ProjectorError> {
+    let mut locks: Vec<i64> = targets.iter().filter(|t| t.live).map(|t| t.projection.lock_key()).collect();
+    if locks.is_empty() {
+        return Ok(());
+    }
+    locks.sort_unstable();
+    locks.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared(k) FROM UNNEST($1::bigint[]) WITH ORDINALITY AS l(k, n) ORDER BY n",
+    )
+    .bind(&locks)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The applied versions of `pairs`, read without locks (to fetch a gap from the log before the
+/// batch's transaction); a pair without a row is absent.
+pub(crate) async fn read_versions(
+    pool: &PgPool,
+    targets: &[Target],
+    pairs: &[StreamKey],
+) -> Result<HashMap<StreamKey, i64>, ProjectorError> {
+    let (keys, categories, ids) = key_arrays(targets, pairs);
+    let rows = sqlx::query(
+        "SELECT p.projection, p.category, p.stream_id, p.version FROM projection_progress p \
+         JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
+         USING (projection, stream_id, category)",
+    )
+    .bind(&keys)
+    .bind(&categories)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let index = TargetIndex::new(targets);
+    let mut out = HashMap::new();
+    for row in rows {
+        if let Some(key) = index.key_of(&row)? {
+            out.insert(key, row.try_get("version")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Locks and loads the parked flags and progress of `pairs` (sorted). A pair without a progress
+/// row gets one at version 0 first, in key order, so the row lock covers a stream's first
+/// event too: a second writer of the same stream waits here until the first commits, then reads
+/// the version it committed.
+pub(crate) async fn lock_states(
+    conn: &mut PgConnection,
+    targets: &[Target],
+    pairs: &[StreamKey],
+) -> Result<HashMap<StreamKey, StreamState>, ProjectorError> {
+    let mut states: HashMap<StreamKey, StreamState> = pairs.iter().map(|k| (*k, StreamState::default())).collect();
+    if pairs.is_empty() {
+        return Ok(states);
+    }
+    let (keys, categories, ids) = key_arrays(targets, pairs);
+    let index = TargetIndex::new(targets);
+    let parked = sqlx::query(
+        "SELECT p.projection, p.category, p.stream_id FROM parked_streams p \
+         JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
+         USING (projection, stream_id, category) ORDER BY 1, 3, 2 FOR SHARE OF p",
+    )
+    .bind(&keys)
+    .bind(&categories)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in parked {
+        if let Some(st) = index.key_of(&row)?.and_then(|k| states.get_mut(&k)) {
+            st.parked = true;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO projection_progress (projection, category, stream_id, version, position) \
+         SELECT k, c, s, 0, 0 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(k, c, s) \
+         ORDER BY k, s, c ON CONFLICT DO NOTHING",
+    )
+    .bind(&keys)
+    .bind(&categories)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    let progress = sqlx::query(
+        "SELECT p.projection, p.category, p.stream_id, p.version FROM projection_progress p \
+         JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
+         USING (projection, stream_id, category) ORDER BY 1, 3, 2 FOR UPDATE OF p",
+    )
+    .bind(&keys)
+    .bind(&categories)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in progress {
+        if let Some(st) = index.key_of(&row)?.and_then(|k| states.get_mut(&k)) {
+            st.version = row.try_get("version")?;
+        }
+    }
+    Ok(states)
+}
+
+/// Maps stored (projection, category, stream) columns back to [`StreamKey`]s.
+struct TargetIndex<'a>(HashMap<&'a str, usize>);
+
+impl<'a> TargetIndex<'a> {
+    fn new(targets: &'a [Target]) -> Self {
+        Self(targets.iter().enumerate().map(|(i, t)| (t.key.as_str(), i)).collect())
+    }
+
+    fn key_of(&self, row: &sqlx::postgres::PgRow) -> Result<Option<StreamKey>, ProjectorError> {
+        let projection: String = row.try_get("projection")?;
+        let category: String = row.try_get("category")?;
+        let id: uuid::Uuid = row.try_get("stream_id")?;
+        let Some(category) = StreamCategory::parse(&category) else { return Ok(None) };
+        Ok(self.0.get(projection.as_str()).map(|i| (*i, StreamRef::new(category, id))))
+    }
+}
+
+/// What a batch applied: the new version and position per stream, and per projection the
+/// totals for `projection_state`.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    keys: Vec<String>,
+    categories: Vec<&'static str>,
+    ids: Vec<uuid::Uuid>,
+    versions: Vec<i64>,
+    positions: Vec<i64>,
+    totals: BTreeMap<String, Totals>,
+}
+
+/// What one projection applied in a batch.
+#[derive(Debug, Default)]
+struct Totals {
+    applied: i64,
+    last_position: i64,
+    last_recorded_at: Option<DateTime<Utc>>,
+}
+
+impl Applied {
+    /// Records that `key`'s projection applied `stream` up to `version`, `count` events of it.
+    pub fn push(&mut self, key: &str, stream: StreamRef, version: i64, position: i64, count: i64) {
+        self.keys.push(key.to_owned());
+        self.categories.push(stream.category.as_str());
+        self.ids.push(stream.id);
+        self.versions.push(version);
+        self.positions.push(position);
+        let t = self.totals.entry(key.to_owned()).or_default();
+        t.applied += count;
+        t.last_position = t.last_position.max(position);
+    }
+
+    /// Notes the recording time of an applied event of `key`'s projection.
+    pub fn recorded(&mut self, key: &str, at: Option<DateTime<Utc>>) {
+        if let Some(t) = self.totals.get_mut(key) {
+            t.last_recorded_at = t.last_recorded_at.max(at);
+        }
+    }
+
+    /// Events applied per projection key, and the newest recording time.
+    pub fn per_projection(&self) -> impl Iterator<Item = (&str, i64, Option<DateTime<Utc>>)> {
+        self.totals.iter().map(|(k, t)| (k.as_str(), t.applied, t.last_recorded_at))
+    }
+
+    /// Writes the progress, the totals and the next Kafka offsets of `events` for `group`, in
+    /// one statement.
+    pub async fn save(
+        &self,
+        conn: &mut PgConnection,
+        group: Option<&str>,
+        events: &[Incoming],
+    ) -> Result<(), ProjectorError> {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        if group.is_some() {
+            for e in events {
+                if let Origin::Kafka { topic, partition, offset } = &e.origin {
+                    let n = next.entry((topic.as_str(), *partition)).or_insert(0);
+                    *n = (*n).max(offset + 1);
+                }
+            }
+        }
+        if self.keys.is_empty() && next.is_empty() {
+            return Ok(());
+        }
+        let (topics, partitions): (Vec<&str>, Vec<i32>) = next.keys().copied().unzip();
+        let offsets: Vec<i64> = next.values().copied().collect();
+        let totals: Vec<(&String, &Totals)> = self.totals.iter().filter(|(_, t)| t.applied > 0).collect();
+        sqlx::query(
+            "WITH progress AS (INSERT INTO projection_progress (projection, category, stream_id, version, position) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::bigint[]) \
+             ON CONFLICT (projection, stream_id, category) DO UPDATE \
+             SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now()), \
+             totals AS (INSERT INTO projection_state AS s (projection, events_applied, last_position, \
+             last_recorded_at, last_applied_at) SELECT k, a, p, r, now() FROM UNNEST($6::text[], $7::bigint[], \
+             $8::bigint[], $9::timestamptz[]) AS t(k, a, p, r) ON CONFLICT (projection) DO UPDATE SET \
+             events_applied = s.events_applied + EXCLUDED.events_applied, \
+             last_position = GREATEST(s.last_position, EXCLUDED.last_position), \
+             last_recorded_at = GREATEST(s.last_recorded_at, EXCLUDED.last_recorded_at), \
+             last_applied_at = now()), \
+             offsets AS (INSERT INTO projector_offsets AS o (group_id, topic, partition, next_offset) \
+             SELECT $10, * FROM UNNEST($11::text[], $12::int[], $13::bigint[]) \
+             ON CONFLICT (group_id, topic, partition) DO UPDATE \
+             SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()) \
+             SELECT 1",
+        )
+        .bind(&self.keys)
+        .bind(&self.categories)
+        .bind(&self.ids)
+        .bind(&self.versions)
+        .bind(&self.positions)
+        .bind(totals.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+        .bind(totals.iter().map(|(_, t)| t.applied).collect::<Vec<_>>())
+        .bind(totals.iter().map(|(_, t)| t.last_position).collect::<Vec<_>>())
+        .bind(totals.iter().map(|(_, t)| t.last_recorded_at).collect::<Vec<_>>())
+        .bind(group)
+        .bind(&topics)
+        .bind(&partitions)
+        .bind(&offsets)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// An event one projection did not apply.
+#[derive(Debug)]
+pub(crate) struct DeadLetter<'a> {
+    pub target: &'a Target,
+    pub kind: DeadLetterKind,
+    /// Park the event's stream in the projection (a poison event of a known stream).
+    pub park: bool,
+    pub event: &'a Incoming,
+    pub error: String,
+}
+
+/// Records the dead letters and parks the streams they name, in one statement.
+pub(crate) async fn save_dead_letters(
+    conn: &mut PgConnection,
+    letters: &[DeadLetter<'_>],
+) -> Result<(), ProjectorError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH d AS (INSERT INTO dead_letters (projection, kind, category, stream_id, version, position, topic, \
+         partition, kafka_offset, error, payload) SELECT k, kind, c, s, v, p, t, pa, o, e, b FROM \
+         UNNEST($1::text[], $2::text[], $3::text[], $4::uuid[], $5::bigint[], $6::bigint[], $7::text[], $8::int[], \
+         $9::bigint[], $10::text[], $11::bytea[]) AS u(k, kind, c, s, v, p, t, pa, o, e, b) \
+         RETURNING id, projection, kind, category, stream_id, error) \
+         INSERT INTO parked_streams (projection, category, stream_id, reason, dead_letter_id) \
+         SELECT DISTINCT ON (d.projection, d.stream_id, d.category) d.projection, d.category, d.stream_id, \
+         d.error, d.id FROM d JOIN UNNEST($1::text[], $3::text[], $4::uuid[], $12::bool[]) AS x(k, c, s, park) \
+         ON x.park AND x.k = d.projection AND x.c = d.category AND x.s = d.stream_id WHERE d.kind = 'poison' \
+         ORDER BY d.projection, d.stream_id, d.category, d.id ON CONFLICT DO NOTHING",
+    )
+    .bind(letters.iter().map(|l| l.target.key.clone()).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.event.category.map(|c| c.as_str())).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.event.stream.map(|s| s.id)).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| (l.event.version > 0).then_some(l.event.version)).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| (l.event.position > 0).then_some(l.event.position)).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.event.kafka_origin().0).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.event.kafka_origin().1).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.event.kafka_origin().2).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.error.as_str()).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.event.raw.as_slice()).collect::<Vec<_>>())
+    .bind(letters.iter().map(|l| l.park && l.event.stream.is_some()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    for l in letters.iter().filter(|l| l.park) {
+        if let Some(stream) = l.event.stream {
+            tracing::warn!(projection = %l.target.key, stream = %stream, version = l.event.version, error = %l.error,
+                "poison event, stream parked");
+        }
+    }
+    Ok(())
+}
