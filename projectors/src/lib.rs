@@ -21,6 +21,7 @@ pub mod consumer;
 pub mod follow;
 pub mod incoming;
 pub mod model;
+mod plan;
 pub mod rebuild;
 pub mod replay;
 pub mod retry;
