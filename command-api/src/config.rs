@@ -9,13 +9,15 @@
 //! | `ORDO_BODY_LIMIT_BYTES` | `--body-limit-bytes` | `65536` |
 //! | `ORDO_REQUEST_TIMEOUT_MS` | `--request-timeout-ms` | `10000` |
 //! | `ORDO_COMMAND_MAX_RETRIES` | `--command-max-retries` | `10` |
+//! | `ORDO_APPEND_LOCK_TIMEOUT_MS` | `--append-lock-timeout-ms` | `3000` |
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ordo_service::http::Limits;
 
-use crate::commands::RetryPolicy;
+use ordo_commands::RetryPolicy;
+use ordo_event_store::WriterOptions;
 
 /// Command-line flags; each falls back to its environment variable, then to its default.
 #[derive(Debug, Clone, clap::Parser)]
@@ -39,6 +41,10 @@ pub struct Args {
     /// Retries of a command that lost a race with a concurrent writer (no `If-Match`).
     #[arg(long, env = "ORDO_COMMAND_MAX_RETRIES", default_value_t = 10)]
     pub command_max_retries: u32,
+    /// Longest wait for the event log's writer lock; an append that waits longer is answered
+    /// 503 with `Retry-After`.
+    #[arg(long, env = "ORDO_APPEND_LOCK_TIMEOUT_MS", default_value_t = 3_000)]
+    pub append_lock_timeout_ms: u64,
 }
 
 /// A secret that never appears in `Debug` output or logs.
@@ -71,6 +77,8 @@ pub struct Config {
     pub max_connections: u32,
     pub limits: Limits,
     pub retry: RetryPolicy,
+    /// How the event log's group-commit writer batches and waits.
+    pub writer: WriterOptions,
 }
 
 /// The configuration is unusable.
@@ -98,6 +106,10 @@ impl Config {
                 timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
             },
             retry: RetryPolicy { max_retries: args.command_max_retries, ..RetryPolicy::default() },
+            writer: WriterOptions {
+                lock_timeout: Duration::from_millis(args.append_lock_timeout_ms.max(1)),
+                ..WriterOptions::default()
+            },
         })
     }
 

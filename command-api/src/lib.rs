@@ -1,10 +1,7 @@
 //! The write side of Ordo: command handlers over the event store and the HTTP command API.
 //!
-//! - [`CommandService`] runs commands without HTTP: load, fold, decide, append at the loaded
-//!   version, retry lost races, idempotency records in the same transaction. The order saga
-//!   constructs it with `CommandService::new(EventStore::new(pool))` and calls its methods
-//!   (`reserve_stock`, `release_reservation`, `commit_reservation`, `confirm_order`,
-//!   `reject_order`, ...) with a [`CommandContext`] such as [`CommandContext::system`].
+//! - [`CommandService`] (crate `ordo-commands`, re-exported here) runs commands without HTTP;
+//!   the order saga and the CLI use that crate directly.
 //! - [`router`] is the HTTP API of `/work/shared/API.md` (command half) with `/healthz`,
 //!   `/readyz`, `/metrics` and `/openapi.json`; [`run`] serves it until a shutdown future
 //!   resolves.
@@ -13,7 +10,6 @@
 //! `ordo_append_conflicts_total`, `ordo_command_retries_total{command}`, plus the HTTP request
 //! metrics of `ordo_service`.
 
-pub mod commands;
 pub mod config;
 pub mod http;
 
@@ -24,24 +20,14 @@ use ordo_event_store::{EventStore, StoreError};
 use ordo_service::JwtKeys;
 use tokio::net::TcpListener;
 
-pub use commands::{
-    CommandContext, CommandError, CommandOutcome, CommandService, IdempotencyKey, Loaded, OrderLineRequest,
-    PlaceOrderRequest, RetryPolicy, StoredResponse,
-};
 pub use config::Config;
 pub use http::{router, AppState};
+pub use ordo_commands::{
+    CommandContext, CommandError, CommandOutcome, CommandService, IdempotencyKey, Loaded, OrderLineRequest,
+    PlaceOrderRequest, Receipt, ReceiptKind, RetryPolicy,
+};
 
-/// The migrations of the command side's own tables (the SKU registry).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Applies this crate's migrations. All Ordo crates share one `_sqlx_migrations` table, so
-/// versions this migrator does not know are ignored.
-///
-/// # Errors
-/// When a migration fails or an applied one was changed.
-pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    ordo_event_store::run_migrations(&MIGRATOR, pool).await
-}
+pub use ordo_commands::{migrate, MIGRATOR};
 
 /// Why the command API could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +53,8 @@ pub async fn run(
     let pool = ordo_event_store::connect(&config.database_url, config.max_connections).await?;
     ordo_event_store::migrate(&pool).await?;
     migrate(&pool).await?;
-    let commands = CommandService::new(EventStore::new(pool)).with_retry_policy(config.retry);
+    let store = EventStore::with_writer_options(pool, config.writer.clone());
+    let commands = CommandService::new(store).with_retry_policy(config.retry);
     let keys = Arc::new(JwtKeys::from_secret(config.jwt_secret.expose().as_bytes()));
     let app = router(AppState::new(commands, keys), config.limits);
     tracing::info!(addr = %listener.local_addr()?, "command api listening");

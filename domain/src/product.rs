@@ -4,7 +4,9 @@
 //! Invariants: `0 <= reserved <= on_hand`, `reserved` is the sum of the per-order
 //! reservations, the price is positive and keeps the currency it was listed in.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod settled;
+
+use std::collections::BTreeMap;
 
 use ordo_schemas::values::check_text;
 use ordo_schemas::{
@@ -17,6 +19,8 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::error::DomainError;
 use crate::limits::{MAX_DESCRIPTION, MAX_NAME, MAX_QUANTITY, MIN_QUANTITY};
+
+pub use settled::SettledOrders;
 
 /// A listed product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,9 +37,9 @@ pub struct ProductState {
     pub reserved: i64,
     /// Open reservations by order id.
     pub reservations: BTreeMap<Uuid, u32>,
-    /// Orders whose reservation was released or committed; they never reserve again, so a
-    /// replayed reservation after cancellation or shipment is a no-op.
-    pub settled_orders: BTreeSet<Uuid>,
+    /// The most recent orders whose reservation was released or committed (bounded, see
+    /// [`SettledOrders`]); they never reserve again.
+    pub settled_orders: SettledOrders,
     pub status: ProductStatus,
 }
 
@@ -130,9 +134,16 @@ fn reserve(s: &ProductState, c: &ReserveStock) -> Result<Vec<ProductEvent>, Doma
     if !(MIN_QUANTITY..=MAX_QUANTITY).contains(&c.quantity) {
         return Err(DomainError::field("quantity", format!("must be between {MIN_QUANTITY} and {MAX_QUANTITY}")));
     }
-    // idempotent: the order already holds (or held) its reservation of this product
-    if s.reservations.contains_key(&c.order_id) || s.settled_orders.contains(&c.order_id) {
+    // idempotent: the order already holds its reservation of this product
+    if s.reservations.contains_key(&c.order_id) {
         return Ok(vec![]);
+    }
+    // A released or committed reservation is not held any more: saying "reserved" would let the
+    // saga confirm an order that holds no stock here.
+    if s.settled_orders.contains(&c.order_id) {
+        return Err(DomainError::InvalidState(
+            "the order's reservation of this product was already released or committed".into(),
+        ));
     }
     if s.status == ProductStatus::Discontinued {
         return Err(DomainError::ProductDiscontinued { product_id: s.product_id });
@@ -155,7 +166,8 @@ impl Aggregate for Product {
     ///   `validation_failed` for a non-positive price; the same price is a no-op.
     /// - `AdjustStock`: `validation_failed` for a zero delta or one whose sign contradicts the
     ///   reason; `insufficient_stock` below zero or below reserved; `overflow`.
-    /// - `ReserveStock`: no-op when the order already holds or held a reservation;
+    /// - `ReserveStock`: no-op when the order already holds a reservation; `invalid_state` when
+    ///   its reservation was released or committed;
     ///   `validation_failed` outside 1..=1000; `product_discontinued`; `out_of_stock`.
     /// - `ReleaseReservation`, `CommitReservation`: no-op without a reservation for the order;
     ///   allowed on discontinued products.
@@ -203,7 +215,7 @@ impl Aggregate for Product {
                 on_hand: i64::from(*initial_stock),
                 reserved: 0,
                 reservations: BTreeMap::new(),
-                settled_orders: BTreeSet::new(),
+                settled_orders: SettledOrders::default(),
                 status: ProductStatus::Active,
             });
             return;

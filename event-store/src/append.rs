@@ -1,44 +1,30 @@
-//! Appending events through `ordo_append` (see its migration): one round trip that locks or
-//! claims every stream head, checks expected versions before any global position is taken,
-//! chains the hashes with the database clock and inserts the events (and the idempotency
-//! record) atomically.
+//! One batch of append requests as one call of `ordo_append_batch` (see its migration): the
+//! requests are laid out as arrays, the function decides each one in order under the writer
+//! lock, and its rows are turned back into one answer per request.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use ordo_schemas::StreamRef;
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
-use crate::error::{sqlstate, sqlstate_of, AppendError, ExpectedVersion, StoreError};
+use crate::error::{AppendError, ExpectedVersion, StoreError};
 use crate::hash::{content_bytes, HashInput};
-use crate::types::{parse_category, AppendedStream, IdempotencyRecord, StreamAppend};
+use crate::types::{AppendRequest, AppendedStream, IdempotencyRecord};
 
-/// SQLSTATE raised by `ordo_append` when an expected version does not hold.
-const VERSION_CONFLICT: &str = "OR002";
-/// SQLSTATE raised by `ordo_append` when the stream's last writer has a newer transaction id
-/// than this one (which would put versions out of order for whole-log readers).
-pub(crate) const OLDER_TRANSACTION: &str = "OR003";
-const IDEMPOTENCY_PKEY: &str = "idempotency_keys_pkey";
+const APPEND_BATCH: &str = "SELECT out_request, out_outcome, out_append, out_version, out_first, out_last, \
+     out_head_hash, out_recorded_at, out_stored_hash, out_stored_status, out_stored_body FROM ordo_append_batch(\
+     $1::text[], $2::text[], $3::bytea[], $4::smallint[], $5::jsonb[], $6::text[], $7::text[], $8::int[], \
+     $9::int[], $10::bigint[], $11::bytea[], $12::int[], $13::text[], $14::uuid[], \
+     $15::uuid[], $16::text[], $17::int[], $18::jsonb[], $19::jsonb[], $20::bytea[])";
 
-const APPEND: &str = "SELECT out_category, out_stream_id, out_version, out_first, out_last FROM ordo_append(\
-     $1::text[], $2::uuid[], $3::bigint[], $4::int[], $5::uuid[], $6::text[], $7::int[], $8::jsonb[], \
-     $9::jsonb[], $10::bytea[], $11, $12, $13, $14, $15)";
+/// The answer to one request of a batch.
+pub(crate) type Answer = Result<Vec<AppendedStream>, AppendError>;
 
-/// Per-stream and per-event columns for `ordo_append`.
-#[derive(Default)]
-struct Columns {
-    category: Vec<&'static str>,
-    stream_id: Vec<Uuid>,
-    expected: Vec<Option<i64>>,
-    count: Vec<i32>,
-    event_id: Vec<Uuid>,
-    event_type: Vec<String>,
-    schema_version: Vec<i32>,
-    data: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
-    content: Vec<Vec<u8>>,
-}
-
-/// Sorts and checks the appends so concurrent multi-stream writers lock heads in one order.
-pub(crate) fn prepare(appends: &mut [StreamAppend]) -> Result<(), AppendError> {
+/// Checks a request and sorts its streams, so concurrent writers see one order.
+pub(crate) fn prepare(request: &mut AppendRequest) -> Result<(), AppendError> {
+    let appends = &mut request.appends;
     if appends.is_empty() || appends.iter().any(|a| a.events.is_empty()) {
         return Err(AppendError::Invalid("every stream in an append needs at least one event"));
     }
@@ -49,124 +35,219 @@ pub(crate) fn prepare(appends: &mut [StreamAppend]) -> Result<(), AppendError> {
     Ok(())
 }
 
-/// An append that failed; `older_transaction` marks the refusal a new transaction would not meet.
-pub(crate) struct Failure {
-    pub error: AppendError,
-    pub older_transaction: bool,
+/// The arrays of one `ordo_append_batch` call.
+#[derive(Default)]
+struct Columns {
+    idem_scope: Vec<Option<String>>,
+    idem_key: Vec<Option<String>>,
+    idem_hash: Vec<Option<Vec<u8>>>,
+    idem_status: Vec<Option<i16>>,
+    idem_body: Vec<Option<serde_json::Value>>,
+    claim_kind: Vec<Option<String>>,
+    claim_value: Vec<Option<String>>,
+    streams: Vec<i32>,
+    slot: Vec<i32>,
+    expected: Vec<Option<i64>>,
+    head_hash: Vec<Option<Vec<u8>>>,
+    count: Vec<i32>,
+    category: Vec<&'static str>,
+    stream_id: Vec<Uuid>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<String>,
+    schema_version: Vec<i32>,
+    data: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+    content: Vec<Vec<u8>>,
 }
 
-impl<E: Into<AppendError>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure { error: e.into(), older_transaction: false }
-    }
-}
-
-pub(crate) async fn append<'e, E>(
-    executor: E,
-    appends: &[StreamAppend],
-    idempotency: Option<&IdempotencyRecord>,
-) -> Result<Vec<AppendedStream>, Failure>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    let cols = columns(appends)?;
-    let result = sqlx::query(APPEND)
-        .bind(&cols.category)
-        .bind(&cols.stream_id)
-        .bind(&cols.expected)
-        .bind(&cols.count)
-        .bind(&cols.event_id)
-        .bind(&cols.event_type)
-        .bind(&cols.schema_version)
-        .bind(&cols.data)
-        .bind(&cols.metadata)
-        .bind(&cols.content)
-        .bind(idempotency.map(|r| r.scope.as_str()))
-        .bind(idempotency.map(|r| r.key.as_str()))
-        .bind(idempotency.map(|r| r.request_hash.as_slice()))
-        .bind(idempotency.map(|r| i16::try_from(r.response_status).unwrap_or(i16::MAX)))
-        .bind(idempotency.map(|r| &r.response_body))
-        .fetch_all(executor)
-        .await;
-    let rows = match result {
-        Ok(rows) => rows,
-        Err(e) => {
-            let older_transaction = sqlstate_of(&e).as_deref() == Some(OLDER_TRANSACTION);
-            return Err(Failure { error: classify(e, appends, idempotency), older_transaction });
-        }
-    };
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let category: String = row.try_get("out_category")?;
-        out.push(AppendedStream {
-            stream: StreamRef::new(parse_category(&category)?, row.try_get("out_stream_id")?),
-            version: row.try_get("out_version")?,
-            first_position: row.try_get("out_first")?,
-            last_position: row.try_get("out_last").map_err(AppendError::from)?,
-        });
-    }
-    out.sort_by_key(|a| a.stream);
-    Ok(out)
-}
-
-fn columns(appends: &[StreamAppend]) -> Result<Columns, AppendError> {
+fn columns(requests: &[&AppendRequest]) -> Result<Columns, AppendError> {
     let mut c = Columns::default();
-    for a in appends {
-        c.category.push(a.stream.category.as_str());
-        c.stream_id.push(a.stream.id);
-        c.expected.push(match a.expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Exact(v) => Some(v),
-        });
-        c.count.push(i32::try_from(a.events.len()).map_err(|_| AppendError::Invalid("too many events"))?);
-        for e in &a.events {
-            let metadata = serde_json::to_value(&e.metadata)
-                .map_err(|err| StoreError::Corrupt(format!("metadata does not serialise: {err}")))?;
-            c.content.push(content_bytes(&HashInput {
-                category: a.stream.category.as_str(),
-                stream_id: a.stream.id,
-                // Version and recorded_at are hashed by the database after the content.
-                version: 0,
-                event_id: e.metadata.event_id,
-                event_type: &e.event_type,
-                schema_version: e.schema_version,
-                data: &e.data,
-                metadata: &metadata,
-                recorded_at: chrono::DateTime::UNIX_EPOCH,
-            }));
-            c.event_id.push(e.metadata.event_id);
-            c.event_type.push(e.event_type.clone());
-            c.schema_version.push(e.schema_version);
-            c.data.push(e.data.clone());
-            c.metadata.push(metadata);
+    let mut slots: HashMap<StreamRef, i32> = HashMap::new();
+    for r in requests {
+        let idem = r.idempotency.as_ref();
+        c.idem_scope.push(idem.map(|i| i.scope.clone()));
+        c.idem_key.push(idem.map(|i| i.key.clone()));
+        c.idem_hash.push(idem.map(|i| i.request_hash.clone()));
+        c.idem_status.push(idem.map(|i| i16::try_from(i.response_status).unwrap_or(i16::MAX)));
+        c.idem_body.push(idem.map(|i| i.response_body.clone()));
+        c.claim_kind.push(r.claim.as_ref().map(|k| k.kind.clone()));
+        c.claim_value.push(r.claim.as_ref().map(|k| k.value.clone()));
+        c.streams.push(i32::try_from(r.appends.len()).map_err(|_| AppendError::Invalid("too many streams"))?);
+        for a in &r.appends {
+            let next = i32::try_from(slots.len() + 1).map_err(|_| AppendError::Invalid("too many streams"))?;
+            let slot = *slots.entry(a.stream).or_insert_with(|| {
+                c.category.push(a.stream.category.as_str());
+                c.stream_id.push(a.stream.id);
+                next
+            });
+            c.slot.push(slot);
+            c.expected.push(a.expected.version());
+            c.head_hash.push(match a.expected {
+                ExpectedVersion::Head { hash, .. } => hash.map(|h| h.to_vec()),
+                _ => None,
+            });
+            c.count.push(i32::try_from(a.events.len()).map_err(|_| AppendError::Invalid("too many events"))?);
+            for e in &a.events {
+                let metadata = serde_json::to_value(&e.metadata)
+                    .map_err(|err| StoreError::Corrupt(format!("metadata does not serialise: {err}")))?;
+                c.content.push(content_bytes(&HashInput {
+                    category: a.stream.category.as_str(),
+                    stream_id: a.stream.id,
+                    // Version and recorded_at are hashed by the database after the content.
+                    version: 0,
+                    event_id: e.metadata.event_id,
+                    event_type: &e.event_type,
+                    schema_version: e.schema_version,
+                    data: &e.data,
+                    metadata: &metadata,
+                    recorded_at: chrono::DateTime::UNIX_EPOCH,
+                }));
+                c.event_id.push(e.metadata.event_id);
+                c.event_type.push(e.event_type.clone());
+                c.schema_version.push(e.schema_version);
+                c.data.push(e.data.clone());
+                c.metadata.push(metadata);
+            }
         }
     }
     Ok(c)
 }
 
-/// Turns the database's refusals into typed errors, by SQLSTATE and constraint name.
-fn classify(e: sqlx::Error, appends: &[StreamAppend], idempotency: Option<&IdempotencyRecord>) -> AppendError {
-    let code = sqlstate_of(&e);
-    let sqlx::Error::Database(db) = &e else { return e.into() };
-    if code.as_deref() == Some(VERSION_CONFLICT) || code.as_deref() == Some(OLDER_TRANSACTION) {
-        if let Some(conflict) = conflict_from_detail(db.as_ref(), appends) {
-            return conflict;
-        }
-    }
-    if code.as_deref() == Some(sqlstate::UNIQUE_VIOLATION) && db.constraint() == Some(IDEMPOTENCY_PKEY) {
-        if let Some(r) = idempotency {
-            return AppendError::IdempotencyKeyTaken { scope: r.scope.clone(), key: r.key.clone() };
-        }
-    }
-    e.into()
+/// Appends `requests` in one statement and answers each. `Err` only when the statement itself
+/// failed: then nothing of the batch was written.
+pub(crate) async fn append_batch<'e, E>(executor: E, requests: &[&AppendRequest]) -> Result<Vec<Answer>, sqlx::Error>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let c = match columns(requests) {
+        Ok(c) => c,
+        // A request that cannot be encoded is refused before anything is sent.
+        Err(e) => return Ok(requests.iter().map(|_| Err(clone_invalid(&e))).collect()),
+    };
+    let rows = sqlx::query(APPEND_BATCH)
+        .bind(&c.idem_scope)
+        .bind(&c.idem_key)
+        .bind(&c.idem_hash)
+        .bind(&c.idem_status)
+        .bind(&c.idem_body)
+        .bind(&c.claim_kind)
+        .bind(&c.claim_value)
+        .bind(&c.streams)
+        .bind(&c.slot)
+        .bind(&c.expected)
+        .bind(&c.head_hash)
+        .bind(&c.count)
+        .bind(&c.category)
+        .bind(&c.stream_id)
+        .bind(&c.event_id)
+        .bind(&c.event_type)
+        .bind(&c.schema_version)
+        .bind(&c.data)
+        .bind(&c.metadata)
+        .bind(&c.content)
+        .fetch_all(executor)
+        .await?;
+    Ok(answers(requests, &rows))
 }
 
-fn conflict_from_detail(db: &dyn sqlx::error::DatabaseError, appends: &[StreamAppend]) -> Option<AppendError> {
-    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
-    let detail: serde_json::Value = serde_json::from_str(pg.detail()?).ok()?;
-    let index = usize::try_from(detail.get("index")?.as_i64()?).ok()?.checked_sub(1)?;
-    let actual = detail.get("actual")?.as_i64()?;
-    let a = appends.get(index)?;
-    Some(AppendError::Conflict { stream: a.stream, expected: a.expected, actual })
+fn clone_invalid(e: &AppendError) -> AppendError {
+    match e {
+        AppendError::Invalid(reason) => AppendError::Invalid(reason),
+        other => AppendError::Store(StoreError::Corrupt(other.to_string())),
+    }
+}
+
+/// Outcomes of `ordo_append_batch`.
+const APPENDED: i16 = 0;
+const CONFLICT: i16 = 1;
+const IDEMPOTENCY_TAKEN: i16 = 2;
+const CLAIM_TAKEN: i16 = 3;
+
+fn answers(requests: &[&AppendRequest], rows: &[sqlx::postgres::PgRow]) -> Vec<Answer> {
+    let mut appended: Vec<Vec<AppendedStream>> = requests.iter().map(|_| Vec::new()).collect();
+    let mut refused: Vec<Option<AppendError>> = requests.iter().map(|_| None).collect();
+    // Stream appends are numbered across the whole batch, request after request.
+    let mut first_append = Vec::with_capacity(requests.len());
+    let mut n = 1i32;
+    for r in requests {
+        first_append.push(n);
+        n += i32::try_from(r.appends.len()).unwrap_or(i32::MAX);
+    }
+    for row in rows {
+        if let Err(e) = decode_row(requests, &first_append, row, &mut appended, &mut refused) {
+            tracing::error!(error = %e, "append answer does not decode");
+        }
+    }
+    requests
+        .iter()
+        .zip(appended.into_iter().zip(refused))
+        .map(|(r, (streams, refusal))| match refusal {
+            Some(e) => Err(e),
+            None if streams.len() == r.appends.len() => {
+                let mut streams = streams;
+                streams.sort_by_key(|s| s.stream);
+                Ok(streams)
+            }
+            None => Err(AppendError::Store(StoreError::Corrupt("the log answered part of an append".into()))),
+        })
+        .collect()
+}
+
+fn decode_row(
+    requests: &[&AppendRequest],
+    first_append: &[i32],
+    row: &sqlx::postgres::PgRow,
+    appended: &mut [Vec<AppendedStream>],
+    refused: &mut [Option<AppendError>],
+) -> Result<(), StoreError> {
+    let request: i32 = row.try_get("out_request")?;
+    let index = usize::try_from(request - 1).map_err(|_| StoreError::Corrupt("request index".into()))?;
+    let r = requests.get(index).ok_or_else(|| StoreError::Corrupt("request index".into()))?;
+    let append_no: i32 = row.try_get("out_append")?;
+    let within = usize::try_from(append_no - first_append[index]).map_err(|_| StoreError::Corrupt("append".into()))?;
+    let a = r.appends.get(within).ok_or_else(|| StoreError::Corrupt("append index".into()))?;
+    let outcome: i16 = row.try_get("out_outcome")?;
+    match outcome {
+        APPENDED => {
+            let recorded_at: DateTime<Utc> = row.try_get("out_recorded_at")?;
+            appended[index].push(AppendedStream {
+                stream: a.stream,
+                version: row.try_get("out_version")?,
+                first_position: row.try_get("out_first")?,
+                last_position: row.try_get("out_last")?,
+                head_hash: row.try_get("out_head_hash")?,
+                recorded_at,
+            });
+        }
+        CONFLICT => {
+            let actual: Option<i64> = row.try_get("out_version")?;
+            refused[index] =
+                Some(AppendError::Conflict { stream: a.stream, expected: a.expected, actual: actual.unwrap_or(0) });
+        }
+        IDEMPOTENCY_TAKEN => {
+            let stored = match (&r.idempotency, row.try_get::<Option<Vec<u8>>, _>("out_stored_hash")?) {
+                (Some(idem), Some(request_hash)) => {
+                    let status: i16 = row.try_get::<Option<i16>, _>("out_stored_status")?.unwrap_or_default();
+                    Some(Box::new(IdempotencyRecord {
+                        scope: idem.scope.clone(),
+                        key: idem.key.clone(),
+                        request_hash,
+                        response_status: u16::try_from(status).unwrap_or_default(),
+                        response_body: row
+                            .try_get::<Option<serde_json::Value>, _>("out_stored_body")?
+                            .unwrap_or_default(),
+                    }))
+                }
+                _ => None,
+            };
+            let (scope, key) = r.idempotency.as_ref().map(|i| (i.scope.clone(), i.key.clone())).unwrap_or_default();
+            refused[index] = Some(AppendError::IdempotencyKeyTaken { scope, key, stored });
+        }
+        CLAIM_TAKEN => {
+            let (kind, value) = r.claim.as_ref().map(|c| (c.kind.clone(), c.value.clone())).unwrap_or_default();
+            refused[index] = Some(AppendError::ClaimTaken { kind, value });
+        }
+        other => return Err(StoreError::Corrupt(format!("unknown append outcome {other}"))),
+    }
+    Ok(())
 }

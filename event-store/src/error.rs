@@ -2,6 +2,8 @@
 
 use ordo_schemas::StreamRef;
 
+use crate::types::IdempotencyRecord;
+
 /// SQLSTATE codes the store reacts to, matched by code and never by message text.
 pub mod sqlstate {
     /// `unique_violation`
@@ -10,6 +12,10 @@ pub mod sqlstate {
     pub const SERIALIZATION_FAILURE: &str = "40001";
     /// `deadlock_detected`
     pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// `lock_not_available`: a lock wait ran into `lock_timeout`.
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    /// `query_canceled`: the statement ran into `statement_timeout`.
+    pub const QUERY_CANCELED: &str = "57014";
     /// Raised by the trigger that keeps the event log append-only.
     pub const APPEND_ONLY: &str = "OR001";
 }
@@ -23,6 +29,21 @@ pub enum ExpectedVersion {
     NoStream,
     /// The stream must be at exactly this version (0 means "does not exist yet").
     Exact(i64),
+    /// The stream must be at exactly this version and its last event must have this hash: a
+    /// writer that trusts a cached state states both, so a cache that saw another history (a
+    /// restored backup, say) is caught as a conflict.
+    Head { version: i64, hash: Option<[u8; 32]> },
+}
+
+impl ExpectedVersion {
+    /// The version this expectation names, if any.
+    pub fn version(&self) -> Option<i64> {
+        match self {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) | ExpectedVersion::Head { version: v, .. } => Some(*v),
+        }
+    }
 }
 
 impl std::fmt::Display for ExpectedVersion {
@@ -30,7 +51,7 @@ impl std::fmt::Display for ExpectedVersion {
         match self {
             ExpectedVersion::Any => f.write_str("any"),
             ExpectedVersion::NoStream => f.write_str("no stream"),
-            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+            ExpectedVersion::Exact(v) | ExpectedVersion::Head { version: v, .. } => write!(f, "{v}"),
         }
     }
 }
@@ -38,14 +59,21 @@ impl std::fmt::Display for ExpectedVersion {
 /// An append that did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// The stream was not at the expected version. Nothing was written and no global position
-    /// was used up; the caller may reload and retry.
+    /// The stream was not at the expected version (or its head hash was not the expected one).
+    /// Nothing was written and no global position was used up; the caller may reload and retry.
     #[error("stream {stream} expected at version {expected}, found {actual}")]
     Conflict { stream: StreamRef, expected: ExpectedVersion, actual: i64 },
-    /// Another request already stored a result under this idempotency key (it committed while
-    /// this one ran). Nothing was written; read the stored record and answer with it.
+    /// A request already stored a result under this idempotency key. Nothing was written;
+    /// `stored` is that result (answer with it when it belongs to the same request).
     #[error("idempotency key already used in scope {scope}")]
-    IdempotencyKeyTaken { scope: String, key: String },
+    IdempotencyKeyTaken { scope: String, key: String, stored: Option<Box<IdempotencyRecord>> },
+    /// The request's unique claim belongs to another stream already. Nothing was written.
+    #[error("{kind} {value} is already claimed")]
+    ClaimTaken { kind: String, value: String },
+    /// The log could not take the append in time (the writer lock was held too long by another
+    /// session, or the writer is overloaded). Nothing was written; retry later.
+    #[error("the event log is busy: {0}")]
+    Unavailable(String),
     /// The append itself was malformed (empty, a stream named twice).
     #[error("invalid append: {0}")]
     Invalid(&'static str),

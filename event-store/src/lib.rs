@@ -9,9 +9,13 @@
 //!   before any global position is taken.
 //! - Several events and several streams append atomically, together with an optional
 //!   idempotency record ([`IdempotencyRecord`]).
-//! - [`EventStore::read_all`] never skips an event: it reads in commit order behind the oldest
-//!   running transaction (`pg_snapshot_xmin`), so an event committed late with a low position
-//!   is still delivered.
+//! - Appends are group-committed: one writer task per store appends whatever is queued in one
+//!   statement ([`EventStore::submit_all`]); each request is still accepted or refused alone.
+//! - Positions follow commit order: every batch holds one writer lock from before it draws
+//!   positions until its commit is visible. [`EventStore::read_all`] pages by position and never
+//!   skips an event.
+//! - Each event's `recorded_at` is the database clock after the writer lock, never earlier than
+//!   the event before it in the log.
 //! - UPDATE, DELETE and TRUNCATE on the events table are refused by a trigger.
 //! - [`verify`] recomputes hash chains and names every broken link.
 
@@ -22,6 +26,7 @@ mod read;
 pub mod search;
 mod types;
 pub mod verify;
+mod writer;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -30,14 +35,19 @@ pub mod relay;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use error::{AppendError, ExpectedVersion, StoreError};
-pub use types::{AppendedStream, HorizonLag, IdempotencyRecord, LogCursor, NewEvent, RecordedEvent, StreamAppend};
+pub use types::{
+    AppendRequest, AppendedStream, IdempotencyRecord, LogCursor, NewEvent, RecordedEvent, StreamAppend, UniqueClaim,
+    WriterLockHolder,
+};
 pub use verify::{BrokenLink, LinkProblem, VerifyReport};
+pub use writer::WriterOptions;
 
 pub use ordo_schemas::StreamRef;
 
@@ -47,8 +57,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Opens a connection pool with settings suited to the event log.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = database_url.parse()?;
+    // No ping before every checkout: a dead connection fails its statement and is replaced.
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options.application_name("ordo"))
         .await?;
@@ -80,78 +92,108 @@ pub async fn run_migrations(
     migrator.run(pool).await
 }
 
-/// The event log. Cheap to clone; all clones share one pool.
+/// The event log. Cheap to clone; all clones share one pool and one group-commit writer.
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: PgPool,
+    options: WriterOptions,
+    writer: Arc<OnceLock<writer::Writer>>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self::with_writer_options(pool, WriterOptions::default())
+    }
+
+    /// A store whose writer batches and waits as `options` say.
+    pub fn with_writer_options(pool: PgPool, options: WriterOptions) -> Self {
+        Self { pool, options, writer: Arc::new(OnceLock::new()) }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
+    /// The writer task, started on first use (it needs the runtime).
+    fn writer(&self) -> &writer::Writer {
+        self.writer.get_or_init(|| writer::Writer::start(self.pool.clone(), self.options.clone()))
+    }
+
     /// Appends events to one stream.
     ///
     /// # Errors
-    /// [`AppendError::Conflict`] when the stream is not at `expected`; [`AppendError::Store`]
-    /// when the database fails.
+    /// As [`EventStore::submit`].
     pub async fn append(
         &self,
         stream: StreamRef,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendedStream, AppendError> {
-        let mut out = self.append_many(vec![StreamAppend { stream, expected, events }], None).await?;
+        let mut out = self.submit(AppendRequest::single(stream, expected, events)).await?;
         out.pop().ok_or(AppendError::Invalid("append returned no stream"))
     }
 
-    /// Appends events to several streams in one transaction, all or nothing, and stores the
-    /// idempotency record (if any) in the same transaction.
+    /// Appends events to several streams atomically, with the idempotency record (if any) in
+    /// the same transaction.
+    ///
+    /// # Errors
+    /// As [`EventStore::submit`].
+    pub async fn append_many(
+        &self,
+        appends: Vec<StreamAppend>,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<Vec<AppendedStream>, AppendError> {
+        self.submit(AppendRequest { appends, idempotency: idempotency.cloned(), claim: None }).await
+    }
+
+    /// Appends one request through the writer: its streams, idempotency record and claim commit
+    /// together or not at all, in the same transaction as whatever else was queued.
     ///
     /// # Errors
     /// [`AppendError::Conflict`] names the first stream whose expectation failed;
-    /// [`AppendError::IdempotencyKeyTaken`] when a concurrent request committed the same key
-    /// first. In both cases nothing was written.
-    pub async fn append_many(
-        &self,
-        mut appends: Vec<StreamAppend>,
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> Result<Vec<AppendedStream>, AppendError> {
-        append::prepare(&mut appends)?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match append::append(&self.pool, &appends, idempotency).await {
-                Ok(out) => return Ok(out),
-                // The statement's transaction was older than the stream's last writer; a new
-                // statement gets a newer transaction id.
-                Err(f) if f.older_transaction && attempt < 3 => continue,
-                Err(f) => return Err(f.error),
-            }
-        }
+    /// [`AppendError::IdempotencyKeyTaken`] carries the record stored under the key;
+    /// [`AppendError::ClaimTaken`]; [`AppendError::Unavailable`] when the writer lock could not be
+    /// had in time. In all these cases nothing was written.
+    pub async fn submit(&self, request: AppendRequest) -> Result<Vec<AppendedStream>, AppendError> {
+        self.submit_all(vec![request]).await.pop().unwrap_or(Err(AppendError::Invalid("no answer")))
     }
 
-    /// Appends inside a transaction the caller owns (and commits or rolls back).
+    /// Queues several requests in this order and answers each. A later request may expect a
+    /// version an earlier one creates; if the earlier one is refused, the later one meets a
+    /// [`AppendError::Conflict`] instead of appending on a state that did not happen.
+    pub async fn submit_all(&self, mut requests: Vec<AppendRequest>) -> Vec<Result<Vec<AppendedStream>, AppendError>> {
+        let mut answers: Vec<Option<Result<Vec<AppendedStream>, AppendError>>> = Vec::with_capacity(requests.len());
+        let mut valid = Vec::with_capacity(requests.len());
+        for request in &mut requests {
+            answers.push(append::prepare(request).err().map(Err));
+        }
+        for (request, answer) in requests.into_iter().zip(&answers) {
+            if answer.is_none() {
+                valid.push(request);
+            }
+        }
+        let mut appended = self.writer().submit(valid).await.into_iter();
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| appended.next().unwrap_or(Err(AppendError::Invalid("no answer")))))
+            .collect()
+    }
+
+    /// Appends inside a transaction the caller owns (and commits or rolls back), for tools and
+    /// tests. It takes the writer lock, so every other append waits until that transaction ends;
+    /// the server ends a transaction that then stays idle for more than 5 seconds.
     ///
     /// # Errors
-    /// As [`EventStore::append_many`]. After an error the transaction is aborted; roll it back.
-    ///
-    /// When the caller's transaction took its id before the stream's last writer (it wrote
-    /// something else first and then waited for the stream), the append is refused as
-    /// [`AppendError::Conflict`]: accepting it would let whole-log readers see the stream's
-    /// versions out of order. Retrying in a new transaction succeeds.
+    /// As [`EventStore::submit`]. After a database error the transaction is aborted; roll it back.
     pub async fn append_in(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        mut appends: Vec<StreamAppend>,
+        appends: Vec<StreamAppend>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
-        append::prepare(&mut appends)?;
-        append::append(&mut **tx, &appends, idempotency).await.map_err(|f| f.error)
+        let mut request = AppendRequest { appends, idempotency: idempotency.cloned(), claim: None };
+        append::prepare(&mut request)?;
+        let mut answers = append::append_batch(&mut **tx, &[&request]).await?;
+        answers.pop().unwrap_or(Err(AppendError::Invalid("no answer")))
     }
 
     /// The stored response for an idempotency key, if one was recorded.
@@ -179,23 +221,16 @@ impl EventStore {
         read::stream_version(&self.pool, stream).await
     }
 
-    /// Up to `limit` events after `cursor` in commit order, never skipping one that commits
-    /// later with a lower position. Returns the events and the cursor to resume from.
+    /// Up to `limit` events after `cursor` in position order, which is commit order: an event
+    /// that commits later always has a higher position. Returns the events and the cursor to
+    /// resume from.
     pub async fn read_all(&self, cursor: LogCursor, limit: i64) -> Result<(Vec<RecordedEvent>, LogCursor), StoreError> {
         read::read_all(&self.pool, cursor, limit).await
     }
 
-    /// How far the commit-safe horizon trails what has committed.
-    pub async fn horizon_lag(&self) -> Result<HorizonLag, StoreError> {
-        read::horizon_lag(&self.pool).await
-    }
-
-    /// `Some((highest stored tx_id, this cluster's next transaction id))` when the log holds
-    /// transaction ids this cluster has not reached yet, which happens after restoring a dump
-    /// into another cluster: whole-log readers would then see nothing until the cluster's ids
-    /// pass the stored ones (see the runbook's restore section).
-    pub async fn transaction_ids_ahead(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        read::transaction_ids_ahead(&self.pool).await
+    /// The session holding the writer lock right now, if any (every other append waits for it).
+    pub async fn writer_lock_holder(&self) -> Result<Option<WriterLockHolder>, StoreError> {
+        read::writer_lock_holder(&self.pool).await
     }
 
     /// The cursor stored under `name`, or the start of the log.

@@ -5,16 +5,15 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::StoreError;
-use crate::types::{parse_category, HorizonLag, IdempotencyRecord, LogCursor, RecordedEvent};
+use crate::types::{parse_category, IdempotencyRecord, LogCursor, RecordedEvent, WriterLockHolder};
 
-pub(crate) const EVENT_COLUMNS: &str = "position, tx_id, category, stream_id, version, event_id, event_type, \
+pub(crate) const EVENT_COLUMNS: &str = "position, category, stream_id, version, event_id, event_type, \
      schema_version, data, metadata, recorded_at, prev_hash, hash";
 
 pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let category: String = row.try_get("category")?;
     Ok(RecordedEvent {
         position: row.try_get("position")?,
-        tx_id: row.try_get("tx_id")?,
         stream: StreamRef::new(parse_category(&category)?, row.try_get("stream_id")?),
         version: row.try_get("version")?,
         event_id: row.try_get("event_id")?,
@@ -57,37 +56,42 @@ pub(crate) async fn stream_version(pool: &PgPool, stream: StreamRef) -> Result<i
     Ok(v.unwrap_or(0))
 }
 
-/// Reads in `(tx_id, position)` order and only rows written by transactions older than the
-/// oldest one still running: such a transaction has finished, so nothing can later commit in
-/// front of the cursor.
+/// Reads in position order. Positions follow commit order (appends hold the writer lock until
+/// their commit is visible), so nothing can later commit in front of the cursor.
 pub(crate) async fn read_all(
     pool: &PgPool,
     cursor: LogCursor,
     limit: i64,
 ) -> Result<(Vec<RecordedEvent>, LogCursor), StoreError> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (tx_id, position) > ($1, $2) \
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-         ORDER BY tx_id, position LIMIT $3"
-    );
-    let rows = sqlx::query(&sql).bind(cursor.tx_id).bind(cursor.position).bind(limit.max(1)).fetch_all(pool).await?;
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+    let rows = sqlx::query(&sql).bind(cursor.position).bind(limit.max(1)).fetch_all(pool).await?;
     let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
     let next = events.last().map_or(cursor, LogCursor::after);
     Ok((events, next))
 }
 
-pub(crate) async fn horizon_lag(pool: &PgPool) -> Result<HorizonLag, StoreError> {
+/// The session holding the writer lock, if one does.
+pub(crate) async fn writer_lock_holder(pool: &PgPool) -> Result<Option<WriterLockHolder>, StoreError> {
     let row = sqlx::query(
-        "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) \
-         SELECT (SELECT count(*) FROM events, h WHERE tx_id >= h.xmin) AS held, \
-                COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(xact_start))::float8 \
-                          FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
-                            AND pid <> pg_backend_pid()), 0) AS oldest",
+        "SELECT a.pid, COALESCE(a.application_name, '') AS application_name, COALESCE(a.state, '') AS state, \
+                COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8, 0) AS held \
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+            AND l.classid = ((ordo_writer_lock_key() >> 32) & 4294967295)::oid \
+            AND l.objid = (ordo_writer_lock_key() & 4294967295)::oid AND l.objsubid = 1 \
+          LIMIT 1",
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(HorizonLag { events_held_back: row.try_get("held")?, oldest_open_xact_seconds: row.try_get("oldest")? })
+    row.map(|r| {
+        Ok(WriterLockHolder {
+            pid: r.try_get("pid")?,
+            application_name: r.try_get("application_name")?,
+            state: r.try_get("state")?,
+            held_seconds: r.try_get("held")?,
+        })
+    })
+    .transpose()
 }
 
 pub(crate) async fn find_idempotency(
@@ -116,34 +120,21 @@ pub(crate) async fn find_idempotency(
 }
 
 pub(crate) async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<LogCursor, StoreError> {
-    let row =
-        sqlx::query("SELECT tx_id, position FROM checkpoints WHERE name = $1").bind(name).fetch_optional(pool).await?;
+    let row = sqlx::query("SELECT position FROM checkpoints WHERE name = $1").bind(name).fetch_optional(pool).await?;
     match row {
-        Some(r) => Ok(LogCursor { tx_id: r.try_get("tx_id")?, position: r.try_get("position")? }),
+        Some(r) => Ok(LogCursor::at(r.try_get("position")?)),
         None => Ok(LogCursor::START),
     }
 }
 
 pub(crate) async fn save_checkpoint(pool: &PgPool, name: &str, cursor: LogCursor) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, now()) \
-         ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()",
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
+         ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
     )
     .bind(name)
-    .bind(cursor.tx_id)
     .bind(cursor.position)
     .execute(pool)
     .await?;
     Ok(())
-}
-
-pub(crate) async fn transaction_ids_ahead(pool: &PgPool) -> Result<Option<(i64, i64)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT (SELECT max(tx_id) FROM events) AS stored, pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next",
-    )
-    .fetch_one(pool)
-    .await?;
-    let stored: Option<i64> = row.try_get("stored")?;
-    let next: i64 = row.try_get("next")?;
-    Ok(stored.filter(|s| *s >= next).map(|s| (s, next)))
 }

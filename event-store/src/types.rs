@@ -48,8 +48,35 @@ pub struct IdempotencyRecord {
     pub response_body: Value,
 }
 
+/// A unique value (such as a merchant's SKU) claimed by the stream of an append, in the same
+/// transaction as its events. A value can be claimed once; a request whose claim is taken is
+/// refused whole ([`crate::AppendError::ClaimTaken`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UniqueClaim {
+    /// What kind of value it is, e.g. `product_sku`.
+    pub kind: String,
+    /// The value, unique within its kind.
+    pub value: String,
+}
+
+/// One atomic append: events for one or more streams, with an optional idempotency record and
+/// unique claim, all committed together or not at all.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub appends: Vec<StreamAppend>,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub claim: Option<UniqueClaim>,
+}
+
+impl AppendRequest {
+    /// A request appending `events` to one stream.
+    pub fn single(stream: StreamRef, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self { appends: vec![StreamAppend { stream, expected, events }], idempotency: None, claim: None }
+    }
+}
+
 /// Where one stream ended up after an append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendedStream {
     pub stream: StreamRef,
     /// The stream's version after the append.
@@ -57,13 +84,16 @@ pub struct AppendedStream {
     /// Global positions of the appended events, in stream order.
     pub first_position: i64,
     pub last_position: i64,
+    /// The hash of the stream's last event after the append (its new head).
+    pub head_hash: Vec<u8>,
+    /// When the events were recorded (the database clock after the writer lock).
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// One event as read back from the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
     pub position: i64,
-    pub tx_id: i64,
     pub stream: StreamRef,
     pub version: i64,
     pub event_id: Uuid,
@@ -106,30 +136,55 @@ impl RecordedEvent {
     }
 }
 
-/// A position in commit order: readers of the whole log resume after it.
+/// A place in the log: readers of the whole log resume after it. Positions follow commit order
+/// (appends serialise on the writer lock), so every event after a cursor has a higher position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LogCursor {
-    pub tx_id: i64,
+    /// The position of the last event read (0: before the first event).
     pub position: i64,
 }
 
 impl LogCursor {
     /// Before the first event.
-    pub const START: LogCursor = LogCursor { tx_id: 0, position: 0 };
+    pub const START: LogCursor = LogCursor { position: 0 };
+
+    /// The cursor just after the event at `position`.
+    pub const fn at(position: i64) -> Self {
+        Self { position }
+    }
 
     /// The cursor just after this event.
     pub fn after(event: &RecordedEvent) -> Self {
-        Self { tx_id: event.tx_id, position: event.position }
+        Self { position: event.position }
     }
 }
 
-/// How far the commit-safe horizon trails the newest committed event.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HorizonLag {
-    /// Committed events a whole-log reader cannot see yet because an older transaction is open.
-    pub events_held_back: i64,
-    /// Age in seconds of the oldest transaction still holding the horizon (0 when none).
-    pub oldest_open_xact_seconds: f64,
+impl std::fmt::Display for LogCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.position)
+    }
+}
+
+impl std::str::FromStr for LogCursor {
+    type Err = std::num::ParseIntError;
+
+    /// A cursor written by [`LogCursor`]'s `Display` (its position).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let position: i64 = s.trim().parse()?;
+        Ok(Self { position: position.max(0) })
+    }
+}
+
+/// Who holds the writer lock right now, when some session has held it for a while: every
+/// other append waits for it (see [`crate::EventStore::writer_lock_holder`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterLockHolder {
+    pub pid: i32,
+    pub application_name: String,
+    /// `active`, `idle in transaction`, ... as `pg_stat_activity` says.
+    pub state: String,
+    /// Seconds since the holder's transaction started.
+    pub held_seconds: f64,
 }
 
 pub(crate) fn parse_category(s: &str) -> Result<StreamCategory, StoreError> {

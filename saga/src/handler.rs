@@ -1,11 +1,13 @@
 //! What the saga does with one order event, through the command handlers of the write side.
 //!
 //! Every step is safe to repeat: the product aggregate makes reservation, release and commit
-//! idempotent per order (and never re-reserves a settled order), and the order aggregate makes
-//! confirmation and rejection idempotent. The saga also looks at the order's status before
+//! idempotent per order (and refuses to re-reserve for an order whose reservation it released or
+//! committed, so a line released earlier is never counted as held), and the order aggregate
+//! makes confirmation and rejection idempotent. An order is rejected before its reserved lines
+//! are released, so an interrupted rejection can only end rejected. The saga also looks at the order's status before
 //! reserving, so a redelivered `OrderPlaced` of a decided order does nothing.
 
-use ordo_command_api::{CommandContext, CommandError, CommandService};
+use ordo_commands::{CommandContext, CommandError, CommandService};
 use ordo_domain::{DomainError, Order, OrderStatus, Product};
 use ordo_schemas::StreamRef;
 use ordo_schemas::{DecodeError, DomainEvent, EventEnvelope, OrderEvent, OrderLine, RejectedLine, StreamCategory};
@@ -160,14 +162,21 @@ impl OrderSaga {
             };
         }
 
-        self.release(ctx, order_id, &reserved).await?;
+        // Reject first, release after: once a line is released the order must never be confirmed,
+        // so the decision is recorded before anything is undone. A retry then finds the order
+        // rejected and only releases; a failed rejection has released nothing, and its retry
+        // reserves again (a no-op for lines still held).
         tracing::info!(order_id = %order_id, failed = failed.len(), "order cannot be reserved, rejecting");
-        match self.service.reject_order(ctx, order_id, failed).await {
-            Ok(o) if o.events > 0 => Ok(Outcome::Rejected),
-            Ok(_) => Ok(Outcome::AlreadyHandled),
-            Err(CommandError::Domain(DomainError::InvalidState(_))) => self.lost_race(ctx, order_id, &products).await,
-            Err(e) => Err(e.into()),
-        }
+        let outcome = match self.service.reject_order(ctx, order_id, failed).await {
+            Ok(o) if o.events > 0 => Outcome::Rejected,
+            Ok(_) => Outcome::AlreadyHandled,
+            Err(CommandError::Domain(DomainError::InvalidState(_))) => {
+                return self.lost_race(ctx, order_id, &products).await
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.release(ctx, order_id, &reserved).await?;
+        Ok(outcome)
     }
 
     /// The order left `pending` while the saga reserved it (a cancellation won the race):

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ordo_command_api::CommandService;
+use ordo_commands::CommandService;
 use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer};
 use ordo_schemas::StreamCategory;
 use ordo_service::shutdown::Shutdown;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use ordo_command_api::CommandService;
+use ordo_commands::CommandService;
 use ordo_event_store::{connect, kafka, migrate, EventStore};
 use ordo_saga::{SagaConfig, SagaStatus};
 use ordo_service::ops;

@@ -7,7 +7,7 @@ use ordo_service::problem::FieldProblem;
 use ordo_service::Problem;
 use serde_json::json;
 
-use crate::commands::CommandError;
+use ordo_commands::CommandError;
 
 /// Everything a command request can fail with.
 ///
@@ -21,6 +21,7 @@ use crate::commands::CommandError;
 /// | `Command(Forbidden)` | 403 | `forbidden` |
 /// | `Command(IdempotencyKeyReused)` | 422 | `idempotency_key_reused` |
 /// | `Command(Contention)` | 409 with `Retry-After` | `concurrency_conflict` |
+/// | `Command(Unavailable)` | 503 with `Retry-After` | `unavailable` |
 /// | `Command(Store)` | 500, generic body, cause logged | `internal_error` |
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -105,6 +106,16 @@ impl ApiError {
                     p.retry_after = Some(1);
                     p
                 }
+                CommandError::Unavailable(why) => {
+                    tracing::warn!(reason = %why, "command not recorded, the event log is busy");
+                    let mut p = Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the event log is busy, nothing was written: retry shortly",
+                    );
+                    p.retry_after = Some(1);
+                    p
+                }
                 CommandError::Store(cause) => {
                     tracing::error!(error = %cause, "command could not be recorded");
                     Problem::internal()
@@ -136,6 +147,7 @@ mod tests {
             (CommandError::Forbidden("x".into()), 403, "forbidden"),
             (CommandError::IdempotencyKeyReused, 422, "idempotency_key_reused"),
             (CommandError::Contention { retries: 3 }, 409, "concurrency_conflict"),
+            (CommandError::Unavailable("held".into()), 503, "unavailable"),
             (CommandError::Store(ordo_event_store::StoreError::Corrupt("secret cause".into())), 500, "internal_error"),
         ];
         for (e, status, code) in cases {

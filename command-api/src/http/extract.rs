@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::CorrelationId;
-use crate::commands::{CommandContext, CommandOutcome, IdempotencyKey};
+use ordo_commands::{CommandContext, CommandOutcome, IdempotencyKey, ReceiptKind};
+use ordo_schemas::ConsistencyToken;
+use serde_json::json;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -115,13 +117,13 @@ fn parse_if_match(value: &str) -> Option<Option<i64>> {
 }
 
 impl CommandMeta {
-    /// The command context for `principal`; a successful answer will carry `success`.
-    pub(crate) fn context(&self, principal: &Principal, raw: &RawCommand, success: StatusCode) -> CommandContext {
+    /// The command context for `principal`; a success will be of the kind `success`.
+    pub(crate) fn context(&self, principal: &Principal, raw: &RawCommand, success: ReceiptKind) -> CommandContext {
         let idempotency = self.idempotency_key.as_ref().map(|key| IdempotencyKey {
             scope: principal.id.to_string(),
             key: key.clone(),
             request_hash: raw.hash.clone(),
-            success_status: success.as_u16(),
+            kind: success,
         });
         CommandContext::new(principal.actor(), self.correlation_id)
             .with_traceparent(Some(self.traceparent.clone()))
@@ -145,22 +147,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
 }
 
 /// The answer of a successful (or replayed) command: `{"id", "version", "consistency_token"}`
-/// with `ETag: "<version>"`, `Location` for creations (from `location`, the collection path)
-/// and `Idempotent-Replayed: true` for repeats.
-pub(crate) fn respond(outcome: CommandOutcome, success: StatusCode, location: Option<&str>) -> Response {
-    let (status, body, replayed) = match outcome.replayed {
-        Some(stored) => (StatusCode::from_u16(stored.status).unwrap_or(success), stored.body, true),
-        None => (success, outcome.response_body(), false),
+/// with `ETag: "<version>"`, 201, 202 or 200 by the kind of success, `Location` for creations
+/// (from `location`, the collection path) and `Idempotent-Replayed: true` for repeats, which
+/// answer from the stored receipt.
+pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: Option<&str>) -> Response {
+    let (stream, version, kind, replayed) = match outcome.replayed {
+        Some(receipt) => (receipt.stream, receipt.version, receipt.kind, true),
+        None => (outcome.stream, outcome.version, success, false),
     };
-    let version = body.get("version").and_then(serde_json::Value::as_i64).unwrap_or(outcome.version);
-    let id = body.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+    let status = StatusCode::from_u16(kind.code()).unwrap_or(StatusCode::OK);
+    let body = json!({
+        "id": stream.id,
+        "version": version,
+        "consistency_token": ConsistencyToken::new(stream, version).to_string(),
+    });
     let mut resp = (status, axum::Json(body)).into_response();
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         headers.insert(ETAG, v);
     }
-    if let (Some(prefix), Some(id)) = (location, id) {
-        if let Ok(v) = HeaderValue::from_str(&format!("{prefix}/{id}")) {
+    if let Some(prefix) = location.filter(|_| kind == ReceiptKind::Created || kind == ReceiptKind::Accepted) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{prefix}/{}", stream.id)) {
             headers.insert(LOCATION, v);
         }
     }

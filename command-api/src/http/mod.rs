@@ -21,7 +21,7 @@ use ordo_service::{ops, JwtKeys};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::commands::CommandService;
+use ordo_commands::CommandService;
 
 pub use error::ApiError;
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use ordo_domain::limits::{MAX_QUANTITY, MAX_REASON, MAX_REFERENCE, MIN_QUANTITY};
 use ordo_schemas::{PayOrder, Role, ShipOrder};
@@ -18,7 +17,7 @@ use super::extract::{respond, CommandMeta, IdPath, RawCommand};
 use super::openapi::{Accepted, CommandErrors, CommandHeaders};
 use super::parse::{AddressDto, Fields, MoneyDto};
 use super::AppState;
-use crate::commands::{OrderLineRequest, PlaceOrderRequest};
+use ordo_commands::{OrderLineRequest, PlaceOrderRequest, ReceiptKind};
 
 /// Most lines one order may have.
 const MAX_LINES: usize = 100;
@@ -142,9 +141,9 @@ pub(crate) async fn place_order(
             shipping_address: shipping_address?,
         })
     })())?;
-    let ctx = meta.context(&principal, &raw, StatusCode::ACCEPTED);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Accepted);
     let outcome = app.commands.place_order(&ctx, request).await?;
-    Ok(respond(outcome, StatusCode::ACCEPTED, Some("/v1/orders")))
+    Ok(respond(outcome, ReceiptKind::Accepted, Some("/v1/orders")))
 }
 
 #[utoipa::path(
@@ -168,9 +167,9 @@ pub(crate) async fn pay_order(
     let reference = f.text("payment_reference", body.payment_reference, MAX_REFERENCE);
     let command =
         f.finish(amount.zip(reference).map(|(amount, payment_reference)| PayOrder { amount, payment_reference }))?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.pay_order(&ctx, id, command).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }
 
 #[utoipa::path(
@@ -194,9 +193,9 @@ pub(crate) async fn ship_order(
     let tracking = f.text("tracking_number", body.tracking_number, MAX_REFERENCE);
     let command =
         f.finish(carrier.zip(tracking).map(|(carrier, tracking_number)| ShipOrder { carrier, tracking_number }))?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.ship_order(&ctx, id, command).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }
 
 #[utoipa::path(
@@ -213,9 +212,9 @@ pub(crate) async fn deliver_order(
     raw: RawCommand,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Merchant, Role::Admin])?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.deliver_order(&ctx, id).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }
 
 #[utoipa::path(
@@ -238,7 +237,7 @@ pub(crate) async fn cancel_order(
     let mut f = Fields::new();
     let reason = f.text("reason", body.reason, MAX_REASON);
     let reason = f.finish(reason)?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.cancel_order(&ctx, id, reason).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }

@@ -2,7 +2,6 @@
 //! (id = token subject), an admin registers anyone (id from the body, or a new one).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use ordo_domain::limits::MAX_NAME;
 use ordo_schemas::{Email, RegisterCustomer, RegisterMerchant, Role};
@@ -12,6 +11,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use ordo_commands::ReceiptKind;
+
 use super::extract::{respond, CommandMeta, RawCommand};
 use super::openapi::{Accepted, CommandErrors};
 use super::parse::{AddressDto, Fields};
@@ -80,9 +81,9 @@ pub(crate) async fn register_customer(
     let command = f.finish((|| {
         Some(RegisterCustomer { customer_id, name: name?, email: email?, shipping_address: shipping_address? })
     })())?;
-    let ctx = meta.context(&principal, &raw, StatusCode::CREATED);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.register_customer(&ctx, command).await?;
-    Ok(respond(outcome, StatusCode::CREATED, Some("/v1/customers")))
+    Ok(respond(outcome, ReceiptKind::Created, Some("/v1/customers")))
 }
 
 #[utoipa::path(
@@ -105,7 +106,7 @@ pub(crate) async fn register_merchant(
     let mut f = Fields::new();
     let name = f.text("name", body.name, MAX_NAME);
     let command = f.finish(name.map(|name| RegisterMerchant { merchant_id, name }))?;
-    let ctx = meta.context(&principal, &raw, StatusCode::CREATED);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.register_merchant(&ctx, command).await?;
-    Ok(respond(outcome, StatusCode::CREATED, Some("/v1/merchants")))
+    Ok(respond(outcome, ReceiptKind::Created, Some("/v1/merchants")))
 }

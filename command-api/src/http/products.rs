@@ -1,7 +1,6 @@
 //! Product commands: listing (merchant), price, stock and discontinuation (owning merchant).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use ordo_domain::limits::{MAX_DESCRIPTION, MAX_NAME};
 use ordo_schemas::{AdjustStock, ChangePrice, ListProduct, Role, Sku, StockAdjustmentReason};
@@ -11,6 +10,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use ordo_commands::ReceiptKind;
+
 use super::extract::{respond, CommandMeta, IdPath, RawCommand};
 use super::openapi::{Accepted, CommandErrors, CommandHeaders};
 use super::parse::{Fields, MoneyDto};
@@ -112,9 +113,9 @@ pub(crate) async fn list_product(
             initial_stock: initial_stock?,
         })
     })())?;
-    let ctx = meta.context(&principal, &raw, StatusCode::CREATED);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.list_product(&ctx, command).await?;
-    Ok(respond(outcome, StatusCode::CREATED, Some("/v1/products")))
+    Ok(respond(outcome, ReceiptKind::Created, Some("/v1/products")))
 }
 
 #[utoipa::path(
@@ -137,9 +138,9 @@ pub(crate) async fn change_price(
     let mut f = Fields::new();
     let price = f.money("price", body.price);
     let command = f.finish(price.map(|price| ChangePrice { price }))?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.change_price(&ctx, id, command).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }
 
 #[utoipa::path(
@@ -169,9 +170,9 @@ pub(crate) async fn adjust_stock(
     };
     let reason = f.value("reason", body.reason, parse_reason);
     let command = f.finish(delta.zip(reason).map(|(delta, reason)| AdjustStock { delta, reason }))?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.adjust_stock(&ctx, id, command).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }
 
 #[utoipa::path(
@@ -189,7 +190,7 @@ pub(crate) async fn discontinue_product(
     raw: RawCommand,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Merchant, Role::Admin])?;
-    let ctx = meta.context(&principal, &raw, StatusCode::OK);
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
     let outcome = app.commands.discontinue_product(&ctx, id).await?;
-    Ok(respond(outcome, StatusCode::OK, None))
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }

@@ -9,6 +9,7 @@ use ordo_service::http::Limits;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::helpers::{spawn_app, SECRET};
 
@@ -28,6 +29,7 @@ async fn fifty_concurrent_stock_adjustments_keep_on_hand_exact_and_never_negativ
         max_connections: 10,
         limits: Limits::default(),
         retry: RetryPolicy::default(),
+        writer: ordo_event_store::WriterOptions::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ordo_command_api::run(listener, config, async move {
@@ -101,4 +103,55 @@ async fn fifty_concurrent_stock_adjustments_keep_on_hand_exact_and_never_negativ
     drop(client);
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stops").unwrap().unwrap();
+}
+
+/// A session appended to a product's stream in its own transaction and then stalled. A command
+/// on that product is answered 503 `unavailable` with `Retry-After` in bounded time (it waited for
+/// the writer lock), and the log recovers by itself: the server ends the idle transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_behind_a_stuck_writer_gets_503_in_bounded_time_and_the_log_recovers_by_itself() {
+    let app = spawn_app().await;
+    let merchant = app.merchant().await;
+    let product = app.product(&merchant, 100, 10).await;
+    let stream = ordo_schemas::StreamRef::new(StreamCategory::Product, product);
+
+    let mut stuck = app.db.pool.begin().await.unwrap();
+    let event = ordo_event_store::NewEvent {
+        event_type: "StockAdjusted".into(),
+        schema_version: 1,
+        data: json!({"delta": 1, "reason": "restock", "on_hand_after": 11}),
+        metadata: ordo_schemas::EventMetadata {
+            event_id: Uuid::new_v4(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: None,
+            actor: ordo_schemas::Actor::system(),
+            traceparent: None,
+        },
+    };
+    let append = ordo_event_store::StreamAppend {
+        stream,
+        expected: ordo_event_store::ExpectedVersion::Any,
+        events: vec![event],
+    };
+    ordo_event_store::EventStore::append_in(&mut stuck, vec![append], None).await.unwrap();
+
+    let path = format!("/v1/products/{product}/stock");
+    let body = json!({"delta": 2, "reason": "restock"});
+    let waited = app.post(&path, &merchant.token, body.clone()).await;
+    assert_eq!(waited.status, 503, "{:?}", waited.body);
+    assert_eq!(waited.code(), "unavailable");
+    assert!(waited.header("retry-after").is_some());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = app.post(&path, &merchant.token, body.clone()).await;
+        if resp.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stuck transaction was never ended: {} {:?}", resp.status, resp.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stuck);
+    let events = app.events(StreamCategory::Product, product).await;
+    assert_eq!(events.len(), 2, "the stuck append was rolled back with its session, the retried one landed");
 }

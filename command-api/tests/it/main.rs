@@ -3,7 +3,6 @@
 //! test runs the real server on a port-0 listener.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cache;
 mod concurrency;
 mod edge;
 mod helpers;

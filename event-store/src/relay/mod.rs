@@ -16,7 +16,7 @@
 //!
 //! Metrics: `ordo_relay_events_published_total`, `ordo_relay_publish_errors_total`,
 //! `ordo_relay_lag_events`, `ordo_relay_lag_seconds`, `ordo_relay_is_leader`,
-//! `ordo_log_horizon_held_events`, `ordo_log_horizon_oldest_xact_seconds`.
+//! `ordo_log_writer_lock_held_seconds`.
 
 mod publish;
 
@@ -198,7 +198,7 @@ impl Relay {
         let mut cursor = load_checkpoint(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
         let mut metrics_due = Instant::now();
         let mut backoff = Backoff::new(cfg.max_backoff);
-        tracing::info!(relay = %cfg.name, tx_id = cursor.tx_id, position = cursor.position, "relay resuming");
+        tracing::info!(relay = %cfg.name, position = cursor.position, "relay resuming");
         loop {
             if Instant::now() >= metrics_due {
                 self.record_lag(cursor).await;
@@ -281,9 +281,8 @@ impl Relay {
         let lag = sqlx::query(
             "SELECT count(*) AS n, \
                     COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS age \
-             FROM events WHERE (tx_id, position) > ($1, $2)",
+             FROM events WHERE position > $1",
         )
-        .bind(cursor.tx_id)
         .bind(cursor.position)
         .fetch_one(self.store.pool())
         .await;
@@ -296,18 +295,23 @@ impl Relay {
             }
             Err(e) => tracing::debug!(error = %e, "relay lag query failed"),
         }
-        if let Ok(h) = self.store.horizon_lag().await {
-            metrics::gauge!("ordo_log_horizon_held_events").set(h.events_held_back as f64);
-            metrics::gauge!("ordo_log_horizon_oldest_xact_seconds").set(h.oldest_open_xact_seconds);
+        if let Ok(holder) = self.store.writer_lock_holder().await {
+            let held = holder.as_ref().map_or(0.0, |h| h.held_seconds);
+            metrics::gauge!("ordo_log_writer_lock_held_seconds").set(held);
+            if held > 5.0 {
+                if let Some(h) = holder {
+                    tracing::warn!(pid = h.pid, application = %h.application_name, state = %h.state,
+                        held_seconds = h.held_seconds, "a session holds the event log's writer lock, every append waits");
+                }
+            }
         }
     }
 }
 
 async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogCursor, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT tx_id, position FROM checkpoints WHERE name = $1").bind(name).fetch_optional(conn).await?;
+    let row = sqlx::query("SELECT position FROM checkpoints WHERE name = $1").bind(name).fetch_optional(conn).await?;
     match row {
-        Some(r) => Ok(LogCursor { tx_id: r.try_get("tx_id")?, position: r.try_get("position")? }),
+        Some(r) => Ok(LogCursor::at(r.try_get("position")?)),
         None => Ok(LogCursor::START),
     }
 }
@@ -315,12 +319,11 @@ async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogCurso
 /// Writes the checkpoint through the lock connection, and never moves it backwards.
 async fn save_checkpoint(conn: &mut PgConnection, name: &str, cursor: LogCursor) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, now()) \
-         ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now() \
-         WHERE (checkpoints.tx_id, checkpoints.position) < (EXCLUDED.tx_id, EXCLUDED.position)",
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
+         ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now() \
+         WHERE checkpoints.position < EXCLUDED.position",
     )
     .bind(name)
-    .bind(cursor.tx_id)
     .bind(cursor.position)
     .execute(conn)
     .await?;

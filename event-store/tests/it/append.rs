@@ -166,3 +166,37 @@ async fn concurrent_any_appends_to_one_stream_all_land_with_distinct_versions() 
         assert_eq!(versions, (1..=20).collect::<Vec<_>>());
     }
 }
+
+/// A transaction that wrote something else first and then appends with an expectation that
+/// holds is not refused as a conflict (a conflict naming the same expected and actual version
+/// is neither retryable nor true).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_whose_expectation_holds_is_never_refused_for_its_transactions_age() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let s = product();
+    store.append(s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
+    let app = |stream, expected, e| StreamAppend { stream, expected, events: vec![e] };
+
+    let mut tx_b = store.pool().begin().await.unwrap();
+    EventStore::append_in(&mut tx_b, vec![app(product(), ExpectedVersion::Any, event(1))], None).await.unwrap();
+    let a_store = store.clone();
+    let a = tokio::spawn(async move { a_store.append(s, ExpectedVersion::Any, vec![event(2)]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let current: i64 = sqlx::query_scalar("SELECT version FROM streams WHERE category = $1 AND stream_id = $2")
+        .bind(s.category.as_str())
+        .bind(s.id)
+        .fetch_one(&mut *tx_b)
+        .await
+        .unwrap();
+    let appended =
+        EventStore::append_in(&mut tx_b, vec![app(s, ExpectedVersion::Exact(current), event(3))], None).await;
+    if let Err(AppendError::Conflict { expected, actual, .. }) = &appended {
+        assert_ne!(expected.version(), Some(*actual), "refused although the stream was at the expected version");
+    }
+    assert!(appended.is_ok(), "{appended:?}");
+    tx_b.commit().await.unwrap();
+    a.await.unwrap().unwrap();
+    assert_eq!(store.stream_version(s).await.unwrap(), 3);
+}

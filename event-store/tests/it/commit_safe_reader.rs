@@ -37,13 +37,13 @@ fn ids(events: &[RecordedEvent]) -> Vec<Uuid> {
     events.iter().map(|e| e.event_id).collect()
 }
 
-#[tokio::test]
-async fn the_reader_holds_back_a_later_commit_until_an_earlier_open_transaction_finishes() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_an_append_is_held_open_a_later_one_waits_so_positions_follow_commit_order() {
     let db = TestDb::new().await;
     let store = db.store();
     let mut cursor = LogCursor::START;
 
-    // A takes its position first and stays open.
+    // A takes its position first and stays open, holding the writer lock.
     let mut tx_a = store.pool().begin().await.unwrap();
     let a = EventStore::append_in(
         &mut tx_a,
@@ -52,18 +52,20 @@ async fn the_reader_holds_back_a_later_commit_until_an_earlier_open_transaction_
     )
     .await
     .unwrap();
-    // B takes a later position and commits.
-    let b = store.append(product(), ExpectedVersion::NoStream, vec![event(2)]).await.unwrap();
-    assert!(b.first_position > a[0].first_position);
-
-    // The reader must not move past a point A could still commit before.
+    // B waits for the writer lock instead of committing in front of A.
+    let b_store = store.clone();
+    let b = tokio::spawn(async move { b_store.append(product(), ExpectedVersion::NoStream, vec![event(2)]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.is_finished(), "B appended while A held the writer lock");
     let seen = drain(&store, &mut cursor).await;
-    assert!(seen.is_empty(), "B must be held back while A is open, saw {:?}", ids(&seen));
+    assert!(seen.is_empty(), "nothing is visible while A is open, saw {:?}", ids(&seen));
 
     tx_a.commit().await.unwrap();
+    let b = b.await.unwrap().unwrap();
+    assert!(b.first_position > a[0].first_position);
     let seen = drain_until(&store, &mut cursor, 2).await;
     let positions: Vec<i64> = seen.iter().map(|e| e.position).collect();
-    assert_eq!(positions, vec![a[0].first_position, b.first_position], "both delivered, once, in commit-safe order");
+    assert_eq!(positions, vec![a[0].first_position, b.first_position], "both delivered, once, in commit order");
     assert!(drain(&store, &mut cursor).await.is_empty(), "nothing is delivered twice");
 }
 
@@ -81,10 +83,12 @@ async fn a_rolled_back_transaction_is_never_delivered_and_does_not_block_others(
     )
     .await
     .unwrap();
-    let b = store.append(product(), ExpectedVersion::NoStream, vec![event(2)]).await.unwrap();
+    let b_store = store.clone();
+    let b = tokio::spawn(async move { b_store.append(product(), ExpectedVersion::NoStream, vec![event(2)]).await });
     assert!(drain(&store, &mut cursor).await.is_empty());
 
     tx_a.rollback().await.unwrap();
+    let b = b.await.unwrap().unwrap();
     let seen = drain_until(&store, &mut cursor, 1).await;
     assert_eq!(seen.iter().map(|e| e.position).collect::<Vec<_>>(), vec![b.first_position]);
 }
@@ -172,12 +176,13 @@ async fn under_many_interleavings_the_reader_sees_every_committed_event_exactly_
 }
 
 #[tokio::test]
-async fn the_horizon_lag_counts_committed_events_held_back_by_an_open_transaction() {
+async fn the_session_holding_the_writer_lock_is_named() {
     let db = TestDb::new().await;
     let store = db.store();
-    assert_eq!(store.horizon_lag().await.unwrap().events_held_back, 0);
+    assert_eq!(store.writer_lock_holder().await.unwrap(), None);
 
     let mut tx_a = store.pool().begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx_a).await.unwrap();
     EventStore::append_in(
         &mut tx_a,
         vec![StreamAppend { stream: product(), expected: ExpectedVersion::NoStream, events: vec![event(1)] }],
@@ -185,16 +190,12 @@ async fn the_horizon_lag_counts_committed_events_held_back_by_an_open_transactio
     )
     .await
     .unwrap();
-    store.append(product(), ExpectedVersion::NoStream, vec![event(1), event(2)]).await.unwrap();
-    let lag = store.horizon_lag().await.unwrap();
-    assert_eq!(lag.events_held_back, 2);
-    assert!(lag.oldest_open_xact_seconds >= 0.0);
+    let holder = store.writer_lock_holder().await.unwrap().expect("a holder");
+    assert_eq!(holder.pid, pid);
+    assert_eq!(holder.state, "idle in transaction");
+    assert!(holder.held_seconds >= 0.0);
     tx_a.commit().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.horizon_lag().await.unwrap().events_held_back != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the horizon never caught up");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(store.writer_lock_holder().await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -202,17 +203,17 @@ async fn checkpoints_round_trip_and_start_at_the_beginning() {
     let db = TestDb::new().await;
     let store = db.store();
     assert_eq!(store.load_checkpoint("relay").await.unwrap(), LogCursor::START);
-    let c = LogCursor { tx_id: 42, position: 7 };
-    store.save_checkpoint("relay", c).await.unwrap();
-    store.save_checkpoint("relay", LogCursor { tx_id: 43, position: 9 }).await.unwrap();
-    assert_eq!(store.load_checkpoint("relay").await.unwrap(), LogCursor { tx_id: 43, position: 9 });
+    store.save_checkpoint("relay", LogCursor::at(7)).await.unwrap();
+    store.save_checkpoint("relay", LogCursor::at(9)).await.unwrap();
+    assert_eq!(store.load_checkpoint("relay").await.unwrap(), LogCursor::at(9));
+    assert_eq!("9".parse::<LogCursor>().unwrap(), LogCursor::at(9));
+    assert_eq!(LogCursor::at(9).to_string(), "9");
 }
 
-/// A transaction that took its id before a stream's last writer (it wrote another stream first,
-/// then waited for this stream's head) must not append after it: whole-log readers order by
-/// transaction id and would see version n+1 before n. It is refused; a new transaction succeeds.
+/// A transaction that appends, then appends again to another stream, keeps the writer lock the
+/// whole time: a writer that came in between appends after it, in version order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_older_transaction_cannot_append_behind_a_newer_writer_so_readers_keep_version_order() {
+async fn a_transaction_appending_twice_keeps_the_writer_lock_and_others_follow_in_version_order() {
     let db = TestDb::new().await;
     let store = db.store();
     let s = product();
@@ -220,26 +221,17 @@ async fn an_older_transaction_cannot_append_behind_a_newer_writer_so_readers_kee
     store.append(s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
     let app = |stream, e| StreamAppend { stream, expected: ExpectedVersion::Any, events: vec![e] };
 
-    // B takes its transaction id first by writing X; A then appends S v2 and holds the head.
     let mut tx_b = store.pool().begin().await.unwrap();
     EventStore::append_in(&mut tx_b, vec![app(x, event(1))], None).await.unwrap();
-    let mut tx_a = store.pool().begin().await.unwrap();
-    EventStore::append_in(&mut tx_a, vec![app(s, event(2))], None).await.unwrap();
-    let blocked = tokio::spawn(async move {
-        let res = EventStore::append_in(&mut tx_b, vec![app(s, event(3))], None).await;
-        tx_b.rollback().await.unwrap();
-        res
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await; // let B wait on S's head lock
-    tx_a.commit().await.unwrap();
-    let err = blocked.await.unwrap().unwrap_err();
-    assert!(matches!(err, ordo_event_store::AppendError::Conflict { actual: 2, .. }), "{err:?}");
+    let a_store = store.clone();
+    let a = tokio::spawn(async move { a_store.append(s, ExpectedVersion::Any, vec![event(3)]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await; // A waits for the writer lock
+    EventStore::append_in(&mut tx_b, vec![app(s, event(2))], None).await.unwrap();
+    tx_b.commit().await.unwrap();
+    assert_eq!(a.await.unwrap().unwrap().version, 3);
 
-    // Retried as its own statement it lands as v3 after v2.
-    store.append(s, ExpectedVersion::Any, vec![event(3)]).await.unwrap();
     let mut cursor = LogCursor::START;
-    let seen = drain_until(&store, &mut cursor, 3).await;
+    let seen = drain_until(&store, &mut cursor, 4).await;
     let order: Vec<i64> = seen.iter().filter(|e| e.stream == s).map(|e| e.version).collect();
     assert_eq!(order, vec![1, 2, 3]);
-    assert!(seen.iter().all(|e| e.stream != x), "B's other write was rolled back with it");
 }

@@ -5,6 +5,7 @@
 mod append;
 mod broker;
 mod commit_safe_reader;
+mod group_commit;
 mod integrity;
 mod relay;
 

@@ -9,7 +9,7 @@ mod restart;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordo_command_api::{CommandContext, CommandService, OrderLineRequest, PlaceOrderRequest};
+use ordo_commands::{CommandContext, CommandService, OrderLineRequest, PlaceOrderRequest};
 use ordo_domain::{Order, OrderState, OrderStatus, Product, ProductState};
 use ordo_event_store::relay::{Relay, RelayConfig};
 use ordo_event_store::testing::{Broker, TestDb};
@@ -56,7 +56,7 @@ pub struct World {
 impl World {
     pub async fn start() -> Self {
         let db = TestDb::new().await;
-        ordo_command_api::migrate(&db.pool).await.unwrap();
+        ordo_commands::migrate(&db.pool).await.unwrap();
         let broker = Broker::start().await;
         kafka::ensure_topics(&broker.bootstrap(), 3).await.unwrap();
         let service = CommandService::new(EventStore::new(db.pool.clone()));

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use ordo_command_api::CommandContext;
+use ordo_commands::CommandContext;
 use ordo_domain::OrderStatus;
 use ordo_schemas::{Actor, EventMetadata, PayOrder, Role, ShipOrder, StreamCategory, StreamRef};
 use uuid::Uuid;
@@ -204,5 +204,39 @@ async fn a_forged_cancellation_or_shipment_that_contradicts_the_log_moves_no_sto
     }
     let stock = world.stock(product).await;
     assert_eq!((stock.on_hand, stock.reserved, stock.reservation(order)), (10, 4, Some(4)));
+    world.shutdown().await;
+}
+
+/// An earlier saga reserved line 1, failed line 2, released line 1 and died before rejecting the
+/// order; the second line was restocked meanwhile. Handling the placement again must not confirm
+/// an order that holds no stock for line 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_handled_again_after_an_interrupted_rejection_ends_rejected_or_holds_every_line() {
+    let world = World::start().await;
+    let in_stock = world.product(5).await;
+    let sold_out = world.product(0).await;
+    let order = world.place(&[(in_stock, 1), (sold_out, 1)]).await;
+
+    let system = CommandContext::system(Uuid::new_v4(), Uuid::new_v4());
+    world.service.reserve_stock(&system, in_stock, order, 1).await.unwrap();
+    assert!(world.service.reserve_stock(&system, sold_out, order, 1).await.is_err());
+    world.service.release_reservation(&system, in_stock, order).await.unwrap();
+    let merchant = CommandContext::new(Actor { id: world.merchant, role: Role::Merchant }, Uuid::new_v4());
+    let restock = ordo_schemas::AdjustStock { delta: 5, reason: ordo_schemas::StockAdjustmentReason::Restock };
+    world.service.adjust_stock(&merchant, sold_out, restock).await.unwrap();
+
+    let placed = world.db.store().read_stream(StreamRef::new(StreamCategory::Order, order), 1).await.unwrap();
+    let envelope = placed[0].to_envelope().unwrap();
+    let saga = ordo_saga::OrderSaga::new(world.service.clone());
+    saga.handle(&envelope).await.unwrap();
+
+    let decided = world.order(order).await;
+    let holds = |p: ordo_domain::ProductState| p.reservation(order).is_some();
+    let (first, second) = (holds(world.stock(in_stock).await), holds(world.stock(sold_out).await));
+    match decided.status {
+        OrderStatus::Rejected => assert!(!first && !second, "a rejected order holds nothing"),
+        OrderStatus::Confirmed => assert!(first && second, "a confirmed order holds every line"),
+        other => panic!("the order is {other:?}"),
+    }
     world.shutdown().await;
 }

@@ -7,7 +7,7 @@
 
 use std::future::ready;
 
-use ordo_domain::{Aggregate, Customer, DomainError, Merchant, Order, Product};
+use ordo_domain::{Customer, DomainError, Merchant, Order, Product};
 use ordo_schemas::{
     Actor, AdjustStock, CancelOrder, ChangePrice, CommitReservation, ConfirmOrder, CustomerCommand, DeliverOrder,
     DiscontinueProduct, ListProduct, MerchantCommand, OrderCommand, PayOrder, ProductCommand, RegisterCustomer,
@@ -16,7 +16,7 @@ use ordo_schemas::{
 };
 use uuid::Uuid;
 
-use super::{CommandContext, CommandError, CommandOutcome, CommandService, SkuClaim, Spec};
+use super::{CommandContext, CommandError, CommandOutcome, CommandService, SkuClaim, Snapshot, Spec};
 
 /// Admin and system may do anything.
 fn privileged(actor: &Actor) -> bool {
@@ -78,19 +78,21 @@ fn order(id: Uuid) -> StreamRef {
 }
 
 impl CommandService {
-    async fn simple<A>(
+    /// Issues a command that needs no preparation.
+    async fn issue<A>(
         &self,
         name: &'static str,
         stream: StreamRef,
         ctx: &CommandContext,
-        guard: &(dyn Fn(&A) -> Result<(), CommandError> + Send + Sync),
+        guard: impl Fn(&A) -> Result<(), CommandError> + Send + Sync + 'static,
         command: A::Command,
     ) -> Result<CommandOutcome, CommandError>
     where
-        A: Aggregate + Send + Sync + 'static,
-        A::Command: Send + Sync,
+        A: Snapshot + Send + Sync + 'static,
+        A::Command: Send + Sync + 'static,
+        A::Event: Send + Sync,
     {
-        self.handle(Spec { name, stream, ctx, guard, sku: None }, ready(Ok(command))).await
+        self.handle(Spec { name, stream, ctx, guard: Box::new(guard), sku: None }, ready(Ok(command))).await
     }
 
     /// Registers a customer (stream id = `customer_id`); `already_exists` when registered.
@@ -104,7 +106,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Customer| acting_as(&actor, Role::Customer, id);
         let stream = StreamRef::new(StreamCategory::Customer, id);
-        self.simple("RegisterCustomer", stream, ctx, &guard, CustomerCommand::RegisterCustomer(command)).await
+        self.issue("RegisterCustomer", stream, ctx, guard, CustomerCommand::RegisterCustomer(command)).await
     }
 
     /// Registers a merchant (stream id = `merchant_id`); `already_exists` when registered.
@@ -118,7 +120,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Merchant| acting_as(&actor, Role::Merchant, id);
         let stream = StreamRef::new(StreamCategory::Merchant, id);
-        self.simple("RegisterMerchant", stream, ctx, &guard, MerchantCommand::RegisterMerchant(command)).await
+        self.issue("RegisterMerchant", stream, ctx, guard, MerchantCommand::RegisterMerchant(command)).await
     }
 
     /// Lists a product of a registered merchant, claiming its SKU (unique per merchant) in the
@@ -132,9 +134,14 @@ impl CommandService {
         let merchant_id = command.merchant_id;
         let actor = ctx.actor;
         let guard = move |_: &Product| acting_as(&actor, Role::Merchant, merchant_id);
-        let sku = SkuClaim { merchant_id, sku: command.sku.as_str().to_owned(), product_id: command.product_id };
-        let spec =
-            Spec { name: "ListProduct", stream: product(command.product_id), ctx, guard: &guard, sku: Some(sku) };
+        let sku = SkuClaim { merchant_id, sku: command.sku.as_str().to_owned() };
+        let spec = Spec {
+            name: "ListProduct",
+            stream: product(command.product_id),
+            ctx,
+            guard: Box::new(guard),
+            sku: Some(sku),
+        };
         let prepare = async move {
             acting_as(&actor, Role::Merchant, merchant_id)?;
             let merchant = self.load::<Merchant>(StreamRef::new(StreamCategory::Merchant, merchant_id)).await?;
@@ -154,7 +161,7 @@ impl CommandService {
         command: ChangePrice,
     ) -> Result<CommandOutcome, CommandError> {
         let guard = product_owner(ctx.actor);
-        self.simple("ChangePrice", product(product_id), ctx, &guard, ProductCommand::ChangePrice(command)).await
+        self.issue("ChangePrice", product(product_id), ctx, guard, ProductCommand::ChangePrice(command)).await
     }
 
     /// Adjusts on-hand stock; `insufficient_stock` below zero or below reserved. Owning merchant
@@ -166,7 +173,7 @@ impl CommandService {
         command: AdjustStock,
     ) -> Result<CommandOutcome, CommandError> {
         let guard = product_owner(ctx.actor);
-        self.simple("AdjustStock", product(product_id), ctx, &guard, ProductCommand::AdjustStock(command)).await
+        self.issue("AdjustStock", product(product_id), ctx, guard, ProductCommand::AdjustStock(command)).await
     }
 
     /// Stops new reservations of a product. Owning merchant only.
@@ -177,7 +184,7 @@ impl CommandService {
     ) -> Result<CommandOutcome, CommandError> {
         let guard = product_owner(ctx.actor);
         let command = ProductCommand::DiscontinueProduct(DiscontinueProduct {});
-        self.simple("DiscontinueProduct", product(product_id), ctx, &guard, command).await
+        self.issue("DiscontinueProduct", product(product_id), ctx, guard, command).await
     }
 
     /// Saga: reserves `quantity` of a product for an order. A second reservation for the same
@@ -192,7 +199,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Product| system_only(&actor);
         let command = ProductCommand::ReserveStock(ReserveStock { order_id, quantity });
-        self.simple("ReserveStock", product(product_id), ctx, &guard, command).await
+        self.issue("ReserveStock", product(product_id), ctx, guard, command).await
     }
 
     /// Saga: releases an order's reservation of a product (rejection, cancellation); a no-op
@@ -206,7 +213,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Product| system_only(&actor);
         let command = ProductCommand::ReleaseReservation(ReleaseReservation { order_id });
-        self.simple("ReleaseReservation", product(product_id), ctx, &guard, command).await
+        self.issue("ReleaseReservation", product(product_id), ctx, guard, command).await
     }
 
     /// Saga: commits an order's reservation of a product at shipment; a no-op without one.
@@ -219,7 +226,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Product| system_only(&actor);
         let command = ProductCommand::CommitReservation(CommitReservation { order_id });
-        self.simple("CommitReservation", product(product_id), ctx, &guard, command).await
+        self.issue("CommitReservation", product(product_id), ctx, guard, command).await
     }
 
     /// Saga: confirms a pending order; a no-op when already confirmed, `invalid_state` otherwise.
@@ -227,7 +234,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Order| system_only(&actor);
         let command = OrderCommand::ConfirmOrder(ConfirmOrder {});
-        self.simple("ConfirmOrder", order(order_id), ctx, &guard, command).await
+        self.issue("ConfirmOrder", order(order_id), ctx, guard, command).await
     }
 
     /// Saga: rejects a pending order with the lines that could not be reserved; a no-op when
@@ -241,7 +248,7 @@ impl CommandService {
         let actor = ctx.actor;
         let guard = move |_: &Order| system_only(&actor);
         let command = OrderCommand::RejectOrder(RejectOrder { failed_lines });
-        self.simple("RejectOrder", order(order_id), ctx, &guard, command).await
+        self.issue("RejectOrder", order(order_id), ctx, guard, command).await
     }
 
     /// Pays a confirmed order; `amount_mismatch` unless the amount equals the total. Owning
@@ -253,7 +260,7 @@ impl CommandService {
         command: PayOrder,
     ) -> Result<CommandOutcome, CommandError> {
         let guard = order_party(ctx.actor, Party::Customer);
-        self.simple("PayOrder", order(order_id), ctx, &guard, OrderCommand::PayOrder(command)).await
+        self.issue("PayOrder", order(order_id), ctx, guard, OrderCommand::PayOrder(command)).await
     }
 
     /// Ships a paid order. The order's merchant only.
@@ -264,14 +271,14 @@ impl CommandService {
         command: ShipOrder,
     ) -> Result<CommandOutcome, CommandError> {
         let guard = order_party(ctx.actor, Party::Merchant);
-        self.simple("ShipOrder", order(order_id), ctx, &guard, OrderCommand::ShipOrder(command)).await
+        self.issue("ShipOrder", order(order_id), ctx, guard, OrderCommand::ShipOrder(command)).await
     }
 
     /// Marks a shipped order delivered. The order's merchant only.
     pub async fn deliver_order(&self, ctx: &CommandContext, order_id: Uuid) -> Result<CommandOutcome, CommandError> {
         let guard = order_party(ctx.actor, Party::Merchant);
         let command = OrderCommand::DeliverOrder(DeliverOrder {});
-        self.simple("DeliverOrder", order(order_id), ctx, &guard, command).await
+        self.issue("DeliverOrder", order(order_id), ctx, guard, command).await
     }
 
     /// Cancels an order before shipment, recording the context's actor as the canceller. The
@@ -284,6 +291,6 @@ impl CommandService {
     ) -> Result<CommandOutcome, CommandError> {
         let guard = order_party(ctx.actor, Party::Either);
         let command = OrderCommand::CancelOrder(CancelOrder { reason, by: ctx.actor });
-        self.simple("CancelOrder", order(order_id), ctx, &guard, command).await
+        self.issue("CancelOrder", order(order_id), ctx, guard, command).await
     }
 }

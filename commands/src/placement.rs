@@ -43,9 +43,9 @@ impl CommandService {
         request: PlaceOrderRequest,
     ) -> Result<CommandOutcome, CommandError> {
         // rights are checked in `prepare`, before any read
-        let guard = |_: &Order| -> Result<(), CommandError> { Ok(()) };
+        let guard = Box::new(|_: &Order| -> Result<(), CommandError> { Ok(()) });
         let stream = StreamRef::new(StreamCategory::Order, request.order_id);
-        let spec = Spec { name: "PlaceOrder", stream, ctx, guard: &guard, sku: None };
+        let spec = Spec { name: "PlaceOrder", stream, ctx, guard, sku: None };
         let actor = ctx.actor;
         let prepare = async move {
             acting_as(&actor, Role::Customer, request.customer_id)?;

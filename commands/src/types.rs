@@ -64,7 +64,7 @@ impl CommandContext {
 }
 
 /// An idempotency key as the command side stores it: whose key, which request it belonged to and
-/// the status the first successful answer carries.
+/// what kind of success the first answer was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
     /// Whose key it is (the principal id): keys of different principals never collide.
@@ -73,27 +73,85 @@ pub struct IdempotencyKey {
     /// A digest of the request (sha256 of method, path and body); the same key with another
     /// request is refused with [`CommandError::IdempotencyKeyReused`].
     pub request_hash: Vec<u8>,
-    /// The status of a successful answer (201, 202 or 200), stored with the body.
-    pub success_status: u16,
+    /// What a success of this command is (a creation, an accepted placement, a change).
+    pub kind: ReceiptKind,
 }
 
 impl IdempotencyKey {
-    pub(crate) fn record(&self, body: Value) -> IdempotencyRecord {
+    /// The record stored with the events of the first success: its [`Receipt`].
+    pub(crate) fn record(&self, stream: StreamRef, version: i64) -> IdempotencyRecord {
+        let receipt = Receipt { stream, version, kind: self.kind };
         IdempotencyRecord {
             scope: self.scope.clone(),
             key: self.key.clone(),
             request_hash: self.request_hash.clone(),
-            response_status: self.success_status,
-            response_body: body,
+            response_status: self.kind.code(),
+            response_body: receipt.to_json(),
         }
     }
 }
 
-/// A response stored under an idempotency key, returned again for a repeat.
+/// What kind of success a command's first answer was; the HTTP layer renders it as 201, 202
+/// or 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// A resource was created.
+    Created,
+    /// Accepted for asynchronous processing (an order placement).
+    Accepted,
+    /// An existing resource changed.
+    Done,
+}
+
+impl ReceiptKind {
+    /// The code stored with a receipt (the HTTP status it was first answered with).
+    pub fn code(self) -> u16 {
+        match self {
+            ReceiptKind::Created => 201,
+            ReceiptKind::Accepted => 202,
+            ReceiptKind::Done => 200,
+        }
+    }
+
+    fn from_code(code: u16) -> Self {
+        match code {
+            201 => ReceiptKind::Created,
+            202 => ReceiptKind::Accepted,
+            _ => ReceiptKind::Done,
+        }
+    }
+}
+
+/// What a successful command left: its stream and version, and the kind of success. Stored under
+/// the command's idempotency key and answered again for a repeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: Value,
+pub struct Receipt {
+    pub stream: StreamRef,
+    pub version: i64,
+    pub kind: ReceiptKind,
+}
+
+impl Receipt {
+    fn to_json(&self) -> Value {
+        json!({ "category": self.stream.category.as_str(), "id": self.stream.id, "version": self.version })
+    }
+
+    /// The receipt of a stored record; `stream` fills in what records of older versions (which
+    /// stored the HTTP body) do not say.
+    pub(crate) fn from_record(stream: StreamRef, record: &IdempotencyRecord) -> Self {
+        let body = &record.response_body;
+        let category = body
+            .get("category")
+            .and_then(Value::as_str)
+            .and_then(ordo_schemas::StreamCategory::parse)
+            .unwrap_or(stream.category);
+        let id = body.get("id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).unwrap_or(stream.id);
+        Receipt {
+            stream: StreamRef::new(category, id),
+            version: body.get("version").and_then(Value::as_i64).unwrap_or(0),
+            kind: ReceiptKind::from_code(record.response_status),
+        }
+    }
 }
 
 /// A command that was accepted (or recognised as a repeat).
@@ -107,8 +165,8 @@ pub struct CommandOutcome {
     pub events: usize,
     /// How many times the append was retried after losing a race to a concurrent writer.
     pub retries: u32,
-    /// Set when an idempotency key matched an earlier request: its stored answer.
-    pub replayed: Option<StoredResponse>,
+    /// Set when an idempotency key matched an earlier request: the receipt of its first answer.
+    pub replayed: Option<Receipt>,
 }
 
 impl CommandOutcome {
@@ -116,19 +174,6 @@ impl CommandOutcome {
     pub fn consistency_token(&self) -> ConsistencyToken {
         ConsistencyToken::new(self.stream, self.version)
     }
-
-    /// The body of a successful answer: `{"id", "version", "consistency_token"}`.
-    pub fn response_body(&self) -> Value {
-        response_body(self.stream, self.version)
-    }
-}
-
-pub(crate) fn response_body(stream: StreamRef, version: i64) -> Value {
-    json!({
-        "id": stream.id,
-        "version": version,
-        "consistency_token": ConsistencyToken::new(stream, version).to_string(),
-    })
 }
 
 /// Why a command did not take effect.
@@ -157,6 +202,10 @@ pub enum CommandError {
     /// Every retry lost the race to a concurrent writer of the same stream; nothing was written.
     #[error("stream busy: gave up after {retries} retries")]
     Contention { retries: u32 },
+    /// The event log could not take the append in time (its writer lock was held too long by
+    /// another session). Nothing was written; retry later (503 with `Retry-After`).
+    #[error("event log busy: {0}")]
+    Unavailable(String),
     /// The event store failed. Appends are atomic, so nothing was written, unless the commit
     /// itself failed in a way that leaves its outcome unknown.
     #[error("failed to record: {0}")]
@@ -166,7 +215,7 @@ pub enum CommandError {
 impl CommandError {
     /// True when the command itself was refused, false when recording it failed.
     pub fn is_rejection(&self) -> bool {
-        !matches!(self, CommandError::Store(_) | CommandError::Contention { .. })
+        !matches!(self, CommandError::Store(_) | CommandError::Contention { .. } | CommandError::Unavailable(_))
     }
 
     /// A short label for metrics and logs.
@@ -178,6 +227,7 @@ impl CommandError {
             CommandError::Forbidden(_) => "forbidden",
             CommandError::IdempotencyKeyReused => "idempotency_key_reused",
             CommandError::Contention { .. } => "contention",
+            CommandError::Unavailable(_) => "unavailable",
             CommandError::Store(_) => "error",
         }
     }

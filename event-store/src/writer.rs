@@ -1,0 +1,257 @@
+//! Group commit: one writer task per [`crate::EventStore`] appends whatever is queued in one
+//! statement and one transaction, on a connection it owns, and answers every request on its own.
+//!
+//! There is no timer: the writer takes what has queued up while the previous batch committed,
+//! so a batch is one request when the log is quiet and grows with the load (the adaptive group
+//! commit of KurrentDB's writer). Requests that reuse an idempotency key or a unique claim of an
+//! earlier request in the same batch wait for the next batch, where they see its outcome.
+//!
+//! A batch that fails on its data (a value Postgres refuses) is retried one request at a time, so
+//! the bad request fails alone. A wait for the writer lock longer than `lock_timeout` answers
+//! [`AppendError::Unavailable`] and logs the session that holds the lock.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::append::{append_batch, Answer};
+use crate::error::{sqlstate, sqlstate_of, AppendError, StoreError};
+use crate::types::{AppendRequest, UniqueClaim};
+
+/// How the writer batches and how long it waits for the writer lock.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Longest wait for the writer lock before a batch is refused as
+    /// [`AppendError::Unavailable`] (default 3 s).
+    pub lock_timeout: Duration,
+    /// Most requests in one batch (default 1,000).
+    pub max_requests: usize,
+    /// Most events in one batch (default 4,000); a single larger request still goes alone.
+    pub max_events: usize,
+    /// Requests waiting for the writer before new ones wait to be queued (default 10,000).
+    pub queue: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self { lock_timeout: Duration::from_secs(3), max_requests: 1_000, max_events: 4_000, queue: 10_000 }
+    }
+}
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The handle every clone of a store shares; the task stops when the last handle is dropped.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task on the current runtime. It connects lazily.
+    pub(crate) fn start(pool: PgPool, options: WriterOptions) -> Self {
+        let (jobs, rx) = mpsc::channel(options.queue.max(1));
+        tokio::spawn(run(pool, options, rx));
+        Self { jobs }
+    }
+
+    /// Queues `requests` in this order (a later one may expect what an earlier one appends) and
+    /// waits for every answer.
+    pub(crate) async fn submit(&self, requests: Vec<AppendRequest>) -> Vec<Answer> {
+        let mut replies = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            let queued = self.jobs.send(Job { request, reply }).await.is_ok();
+            replies.push(queued.then_some(answer));
+        }
+        let mut answers = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let answer = match reply {
+                Some(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
+                None => Err(stopped()),
+            };
+            answers.push(answer);
+        }
+        answers
+    }
+}
+
+fn stopped() -> AppendError {
+    AppendError::Unavailable("the writer stopped".into())
+}
+
+async fn run(pool: PgPool, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
+    let mut conn: Option<PgConnection> = None;
+    let mut deferred: VecDeque<Job> = VecDeque::new();
+    loop {
+        let mut batch: Vec<Job> = Vec::new();
+        let mut events = 0usize;
+        let fits = |batch: &Vec<Job>, events: usize| batch.len() < options.max_requests && events < options.max_events;
+        while fits(&batch, events) {
+            let Some(job) = deferred.pop_front() else { break };
+            events += job.request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+            batch.push(job);
+        }
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(job) => {
+                    events += job.request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                    batch.push(job);
+                }
+                None => break,
+            }
+        }
+        while fits(&batch, events) {
+            match rx.try_recv() {
+                Ok(job) => {
+                    events += job.request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (now, later) = split_repeats(batch);
+        deferred.extend(later);
+        execute(&pool, &options, &mut conn, now).await;
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+}
+
+/// Moves requests whose idempotency key or claim an earlier request of the batch also uses to
+/// the next batch, so each sees the other's outcome in the log.
+fn split_repeats(batch: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
+    let mut keys: HashSet<(String, String)> = HashSet::new();
+    let mut claims: HashSet<&UniqueClaim> = HashSet::new();
+    let mut repeat = Vec::with_capacity(batch.len());
+    for job in &batch {
+        let key_repeats =
+            job.request.idempotency.as_ref().is_some_and(|i| !keys.insert((i.scope.clone(), i.key.clone())));
+        let claim_repeats = job.request.claim.as_ref().is_some_and(|c| !claims.insert(c));
+        repeat.push(key_repeats || claim_repeats);
+    }
+    drop(claims);
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    for (job, repeat) in batch.into_iter().zip(repeat) {
+        if repeat {
+            later.push(job);
+        } else {
+            now.push(job);
+        }
+    }
+    (now, later)
+}
+
+async fn execute(pool: &PgPool, options: &WriterOptions, conn: &mut Option<PgConnection>, batch: Vec<Job>) {
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let c = match connection(pool, options, conn).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "event log writer cannot connect");
+            for job in batch {
+                let _ = job.reply.send(Err(AppendError::Store(StoreError::Database(clone_error(&e)))));
+            }
+            // Not a busy loop while the database is away.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+    };
+    let requests: Vec<&AppendRequest> = batch.iter().map(|j| &j.request).collect();
+    let result = append_batch(&mut *c, &requests).await;
+    metrics::histogram!("ordo_append_batch_requests").record(batch.len() as f64);
+    metrics::histogram!("ordo_append_batch_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(answers) => {
+            for (job, answer) in batch.into_iter().zip(answers) {
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(e) if is_data_error(&e) && batch.len() > 1 => {
+            tracing::warn!(error = %e, requests = batch.len(), "append batch refused on data, appending one by one");
+            for job in batch {
+                let answer = match append_batch(&mut *c, &[&job.request]).await {
+                    Ok(mut answers) => answers.pop().unwrap_or_else(|| Err(stopped())),
+                    Err(e) => Err(failure(pool, e).await),
+                };
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            if is_connection_error(&e) {
+                *conn = None;
+            }
+            let error = failure(pool, e).await;
+            for job in batch {
+                let _ = job.reply.send(Err(copy_error(&error)));
+            }
+        }
+    }
+}
+
+/// The writer's own connection, opened on first use and after a failure.
+async fn connection<'c>(
+    pool: &PgPool,
+    options: &WriterOptions,
+    conn: &'c mut Option<PgConnection>,
+) -> Result<&'c mut PgConnection, sqlx::Error> {
+    if conn.is_none() {
+        let mut c = (*pool.connect_options()).clone().application_name("ordo-writer").connect().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(format!("{}ms", options.lock_timeout.as_millis().max(1)))
+            .execute(&mut c)
+            .await?;
+        *conn = Some(c);
+    }
+    conn.as_mut().ok_or(sqlx::Error::PoolClosed)
+}
+
+/// What a failed statement means for its requests; a lock wait that timed out names the session
+/// holding the writer lock in the log.
+async fn failure(pool: &PgPool, e: sqlx::Error) -> AppendError {
+    let code = sqlstate_of(&e);
+    if matches!(code.as_deref(), Some(sqlstate::LOCK_NOT_AVAILABLE | sqlstate::QUERY_CANCELED)) {
+        metrics::counter!("ordo_append_lock_timeouts_total").increment(1);
+        match crate::read::writer_lock_holder(pool).await {
+            Ok(Some(h)) => tracing::warn!(pid = h.pid, application = %h.application_name, state = %h.state,
+                held_seconds = h.held_seconds, "append waited too long for the writer lock"),
+            _ => tracing::warn!(error = %e, "append waited too long for the writer lock"),
+        }
+        return AppendError::Unavailable("the writer lock is held by another session".into());
+    }
+    AppendError::Store(StoreError::Database(e))
+}
+
+fn copy_error(e: &AppendError) -> AppendError {
+    match e {
+        AppendError::Unavailable(why) => AppendError::Unavailable(why.clone()),
+        AppendError::Store(StoreError::Database(d)) => AppendError::Store(StoreError::Database(clone_error(d))),
+        other => AppendError::Store(StoreError::Corrupt(other.to_string())),
+    }
+}
+
+/// sqlx errors are not `Clone`; every request of a failed batch gets the same error as text.
+fn clone_error(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// Data exceptions and integrity violations: a request, not the database, is at fault.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    sqlstate_of(e).is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed)
+        || sqlstate_of(e).is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+}
