@@ -1,5 +1,7 @@
 //! Append throughput of the event log: each writer appends single events to its own streams
-//! with an exact expected version (no contention), as command handlers do.
+//! with an exact expected version (no contention), as command handlers do. Writers share their
+//! process's group-commit writer; `--processes` spreads them over several processes (as several
+//! command APIs would be), which then serialise their batches on the writer lock.
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +23,33 @@ pub struct Args {
     /// Streams each writer rotates over.
     #[arg(long, default_value_t = 16)]
     streams_per_writer: usize,
+    /// Processes the writers are spread over (each with its own group-commit writer).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Measurement only: drop the writer lock from the append function, so batches of several
+    /// processes are no longer serialised (positions then no longer follow commit order).
+    #[arg(long)]
+    no_writer_lock: bool,
+    /// Skip pgbench (when only Ordo's figures are wanted).
+    #[arg(long)]
+    no_pgbench: bool,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// The arguments of one writer process started by a multi-process run.
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The benchmark database (never logged).
+    #[arg(long, hide_env_values = true)]
+    url: String,
+    #[arg(long)]
+    writers: usize,
+    #[arg(long)]
+    seconds: u64,
+    #[arg(long)]
+    streams_per_writer: usize,
 }
 
 pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
@@ -38,27 +64,42 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
     let max = args.writers.iter().copied().max().unwrap_or(1) as u32 + 2;
     let pool = ordo_event_store::connect(&url, max).await?;
     ordo_event_store::migrate(&pool).await?;
+    if args.no_writer_lock {
+        drop_writer_lock(&pool).await?;
+    }
     crate::pgbench::prepare(&pool).await?;
     let store = EventStore::new(pool.clone());
     let work_dir = std::env::temp_dir().join(format!("ordo-bench-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work_dir)?;
     let duration = Duration::from_secs(args.seconds);
 
-    println!("single-event appends vs pgbench one-row INSERT, {}s per run", args.seconds);
+    println!(
+        "single-event appends vs pgbench one-row INSERT, {}s per run, {} process(es){}",
+        args.seconds,
+        args.processes,
+        if args.no_writer_lock { ", WITHOUT the writer lock (measurement only)" } else { "" }
+    );
     println!(
         "{:>7} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>7}",
         "writers", "ordo ev/s", "p50 ms", "p99 ms", "pgbench tx/s", "p50 ms", "p99 ms", "ratio"
     );
     let mut results = Vec::new();
     for &writers in &args.writers {
-        let ordo = append_run(&store, writers, args.streams_per_writer, duration).await?;
-        let pg = crate::pgbench::run(&url, writers, duration, &work_dir)?;
-        let ratio = if pg.per_second > 0.0 { ordo.per_second / pg.per_second } else { 0.0 };
+        let ordo = if args.processes > 1 {
+            multi_process_run(&url, writers, args.processes, args.streams_per_writer, duration).await?
+        } else {
+            let micros = append_run(&store, writers, args.streams_per_writer, duration).await?;
+            Summary::from_micros(micros, duration)
+        };
+        let pg = if args.no_pgbench { None } else { Some(crate::pgbench::run(&url, writers, duration, &work_dir)?) };
+        let ratio =
+            pg.as_ref().map_or(0.0, |pg| if pg.per_second > 0.0 { ordo.per_second / pg.per_second } else { 0.0 });
+        let (pt, p50, p99) = pg.as_ref().map_or((0.0, 0.0, 0.0), |pg| (pg.per_second, pg.p50_ms, pg.p99_ms));
         println!(
             "{:>7} | {:>12.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>6.2}x",
-            writers, ordo.per_second, ordo.p50_ms, ordo.p99_ms, pg.per_second, pg.p50_ms, pg.p99_ms, ratio
+            writers, ordo.per_second, ordo.p50_ms, ordo.p99_ms, pt, p50, p99, ratio
         );
-        results.push(serde_json::json!({"writers": writers, "ordo": ordo, "pgbench": pg, "ratio": ratio}));
+        results.push(serde_json::json!({"writers": writers, "processes": args.processes, "ordo": ordo, "pgbench": pg, "ratio": ratio}));
     }
     if let Some(path) = args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
@@ -69,7 +110,65 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn append_run(store: &EventStore, writers: usize, streams: usize, duration: Duration) -> anyhow::Result<Summary> {
+/// Runs as one of the processes of a multi-process run: appends for the given time, then prints
+/// every latency in microseconds as one JSON array.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let pool = ordo_event_store::connect(&args.url, args.writers as u32 + 2).await?;
+    let store = EventStore::new(pool);
+    let micros = append_run(&store, args.writers, args.streams_per_writer, Duration::from_secs(args.seconds)).await?;
+    println!("{}", serde_json::to_string(&micros)?);
+    Ok(())
+}
+
+/// `writers` spread over `processes` child processes of this binary, started together.
+async fn multi_process_run(
+    url: &str,
+    writers: usize,
+    processes: usize,
+    streams: usize,
+    duration: Duration,
+) -> anyhow::Result<Summary> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for p in 0..processes {
+        let share = writers / processes + usize::from(p < writers % processes);
+        if share == 0 {
+            continue;
+        }
+        children.push(
+            tokio::process::Command::new(&exe)
+                .args(["append-worker", "--url", url, "--writers", &share.to_string()])
+                .args(["--seconds", &duration.as_secs().to_string(), "--streams-per-writer", &streams.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+    }
+    let mut micros = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().await?;
+        anyhow::ensure!(out.status.success(), "an append worker failed");
+        micros.extend(serde_json::from_slice::<Vec<u64>>(&out.stdout)?);
+    }
+    Ok(Summary::from_micros(micros, duration))
+}
+
+/// Measurement only: the append function without its first statement (the writer lock).
+async fn drop_writer_lock(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let def: String =
+        sqlx::query_scalar("SELECT pg_get_functiondef('ordo_append_batch'::regproc)").fetch_one(pool).await?;
+    let unlocked = def.replace("PERFORM pg_advisory_xact_lock(ordo_writer_lock_key());", "");
+    anyhow::ensure!(unlocked != def, "the append function no longer takes the writer lock as expected");
+    sqlx::query(&unlocked).execute(pool).await?;
+    Ok(())
+}
+
+async fn append_run(
+    store: &EventStore,
+    writers: usize,
+    streams: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<u64>> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -96,7 +195,7 @@ async fn append_run(store: &EventStore, writers: usize, streams: usize, duration
     for t in tasks {
         all.extend(t.await??);
     }
-    Ok(Summary::from_micros(all, started.elapsed()))
+    Ok(all)
 }
 
 fn event(i: usize) -> NewEvent {

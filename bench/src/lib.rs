@@ -1,13 +1,18 @@
 //! `ordo-bench`: throughput and latency figures of Ordo next to PostgreSQL's own limit (pgbench
 //! on the same server at the same concurrency).
 //!
-//! - [`append`]: single-event appends to the event log against pgbench.
+//! - [`append`]: single-event appends to the event log against pgbench, from one or several
+//!   processes.
+//! - [`commands`]: the command path without HTTP (the service called directly).
+//! - [`cold_load`]: cold loads of long streams, without and with snapshots.
 //! - [`load`]: the whole stack (release binaries, fresh database, own broker) under HTTP load.
 //! - [`rebuild`]: a log of a million realistic events, then projection rebuilds and the relay
 //!   timed over it.
 
 pub mod append;
 pub mod chart;
+pub mod cold_load;
+pub mod commands;
 pub mod driver;
 pub mod generate;
 pub mod load;

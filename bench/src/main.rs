@@ -2,7 +2,7 @@
 //! PostgreSQL at the same concurrency. See the library docs of `ordo_bench`.
 
 use clap::{Parser, Subcommand};
-use ordo_bench::{append, load, rebuild};
+use ordo_bench::{append, cold_load, commands, load, rebuild};
 
 #[derive(Parser)]
 #[command(name = "ordo-bench", about = "benchmarks of Ordo against the database's own limit")]
@@ -24,6 +24,15 @@ enum Command {
     /// Single-event appends to the event log with 1, 8 and 32 concurrent writers, beside
     /// pgbench's one-row INSERT at the same concurrency.
     Append(append::Args),
+    /// One writer process of a multi-process `append` run (started by it).
+    #[command(hide = true)]
+    AppendWorker(append::WorkerArgs),
+    /// Stock adjustments through the command service called directly (no HTTP), on distinct
+    /// products or one hot product; the figure the Rust peer (cqrs-es) is compared with.
+    Commands(commands::Args),
+    /// Cold loads of a long product stream by a fresh command service, without and with its
+    /// snapshot.
+    ColdLoad(cold_load::Args),
     /// The whole stack under an HTTP command and query mix, then single-stream throughput,
     /// latency at half of it, the order flow, and pgbench at the same concurrency.
     Load(Box<load::Args>),
@@ -36,6 +45,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Append(args) => append::run(&cli.admin_url, args).await,
+        Command::AppendWorker(args) => append::worker(args).await,
+        Command::Commands(args) => commands::run(&cli.admin_url, args).await,
+        Command::ColdLoad(args) => cold_load::run(&cli.admin_url, args).await,
         Command::Load(args) => load::run(&cli.admin_url, *args).await,
         Command::Rebuild(args) => rebuild::run(&cli.admin_url, args).await,
     }
