@@ -1,4 +1,4 @@
--- Group commit, and positions that follow commit order (ADR 0017, superseding the ordering parts
+-- Group commit, and positions that follow commit order (ADR 0019, superseding the ordering parts
 -- of ADRs 0001 and 0002).
 --
 -- Every append now runs through `ordo_append_batch`: one statement for a whole batch of
