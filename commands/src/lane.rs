@@ -23,6 +23,7 @@ use ordo_event_store::{
 };
 use ordo_schemas::{EventMetadata, StreamRef};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::replayed;
@@ -60,6 +61,8 @@ pub(crate) struct Job<A: Aggregate> {
     claim: Option<UniqueClaim>,
     retries: u32,
     reply: Reply,
+    /// The caller's span: the append of a round is traced under its first command's.
+    span: tracing::Span,
 }
 
 /// Where a job's answer arrives.
@@ -74,7 +77,8 @@ impl<A: Aggregate> Job<A> {
         claim: Option<UniqueClaim>,
     ) -> (Self, Answer) {
         let (reply, answer) = oneshot::channel();
-        (Self { name, command, guard, ctx, claim, retries: 0, reply }, answer)
+        let span = tracing::Span::current();
+        (Self { name, command, guard, ctx, claim, retries: 0, reply, span }, answer)
     }
 }
 
@@ -127,8 +131,23 @@ where
         }
     }
 
-    fn take_queue(&self) -> Vec<Job<A>> {
-        self.queue.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    /// The queued jobs, except a repeat of an idempotency key already in the round (it waits
+    /// for the next round, where it finds the first one's answer).
+    fn take_round(&self) -> Vec<Job<A>> {
+        let Ok(mut q) = self.queue.lock() else { return Vec::new() };
+        let mut keys = std::collections::HashSet::new();
+        let mut round = Vec::with_capacity(q.len());
+        let mut later = VecDeque::new();
+        for job in q.drain(..) {
+            let repeat = job.ctx.idempotency.as_ref().is_some_and(|k| !keys.insert((k.scope.clone(), k.key.clone())));
+            if repeat {
+                later.push_back(job);
+            } else {
+                round.push(job);
+            }
+        }
+        *q = later;
+        round
     }
 
     fn queue_is_empty(&self) -> bool {
@@ -141,7 +160,7 @@ where
         loop {
             let Ok(mut state) = self.state.try_lock() else { return };
             loop {
-                let jobs = self.take_queue();
+                let jobs = self.take_round();
                 if jobs.is_empty() {
                     break;
                 }
@@ -211,7 +230,8 @@ where
 
         let decided = decide_all(folded, &jobs);
         let requests = self.requests(folded, &jobs, &decided);
-        let answers = env.store.submit_all(requests).await;
+        let span = jobs.first().map_or_else(tracing::Span::none, |j| j.span.clone());
+        let answers = env.store.submit_chain(requests).instrument(span).await;
         // The first append states the cached version and head hash: when it lands, the state
         // the round decided on was the log's. Otherwise a refusal or a no-op decided on a state
         // that may be stale (another process wrote) is checked against the log first.
@@ -228,6 +248,10 @@ where
                     continue;
                 }
                 Some(_) => {
+                    // Refused by the log as a link after a refused one (its answer is consumed).
+                    if matches!(&d.result, Ok(events) if !events.is_empty()) {
+                        let _ = answers.next();
+                    }
                     again.push(job);
                     continue;
                 }

@@ -16,8 +16,8 @@ use crate::types::{AppendRequest, AppendedStream, IdempotencyRecord};
 const APPEND_BATCH: &str = "SELECT out_request, out_outcome, out_append, out_version, out_first, out_last, \
      out_head_hash, out_recorded_at, out_stored_hash, out_stored_status, out_stored_body FROM ordo_append_batch(\
      $1::text[], $2::text[], $3::bytea[], $4::smallint[], $5::jsonb[], $6::text[], $7::text[], $8::int[], \
-     $9::int[], $10::bigint[], $11::bytea[], $12::int[], $13::text[], $14::uuid[], \
-     $15::uuid[], $16::text[], $17::int[], $18::jsonb[], $19::jsonb[], $20::bytea[])";
+     $9::int[], $10::int[], $11::bigint[], $12::bytea[], $13::int[], $14::text[], $15::uuid[], \
+     $16::uuid[], $17::text[], $18::int[], $19::jsonb[], $20::jsonb[], $21::bytea[])";
 
 /// The answer to one request of a batch.
 pub(crate) type Answer = Result<Vec<AppendedStream>, AppendError>;
@@ -46,6 +46,7 @@ struct Columns {
     claim_kind: Vec<Option<String>>,
     claim_value: Vec<Option<String>>,
     streams: Vec<i32>,
+    after: Vec<i32>,
     slot: Vec<i32>,
     expected: Vec<Option<i64>>,
     head_hash: Vec<Option<Vec<u8>>>,
@@ -60,8 +61,9 @@ struct Columns {
     content: Vec<Vec<u8>>,
 }
 
-fn columns(requests: &[&AppendRequest]) -> Result<Columns, AppendError> {
-    let mut c = Columns::default();
+fn columns(requests: &[&AppendRequest], after: &[i32]) -> Result<Columns, AppendError> {
+    let mut c = Columns { after: after.to_vec(), ..Columns::default() };
+    c.after.resize(requests.len(), 0);
     let mut slots: HashMap<StreamRef, i32> = HashMap::new();
     for r in requests {
         let idem = r.idempotency.as_ref();
@@ -113,13 +115,18 @@ fn columns(requests: &[&AppendRequest]) -> Result<Columns, AppendError> {
     Ok(c)
 }
 
-/// Appends `requests` in one statement and answers each. `Err` only when the statement itself
-/// failed: then nothing of the batch was written.
-pub(crate) async fn append_batch<'e, E>(executor: E, requests: &[&AppendRequest]) -> Result<Vec<Answer>, sqlx::Error>
+/// Appends `requests` in one statement and answers each. `after[i]` is the 1-based index of the
+/// request that request `i` depends on (0: none): it is refused if that one is. `Err` only when
+/// the statement itself failed: then nothing of the batch was written.
+pub(crate) async fn append_batch<'e, E>(
+    executor: E,
+    requests: &[&AppendRequest],
+    after: &[i32],
+) -> Result<Vec<Answer>, sqlx::Error>
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let c = match columns(requests) {
+    let c = match columns(requests, after) {
         Ok(c) => c,
         // A request that cannot be encoded is refused before anything is sent.
         Err(e) => return Ok(requests.iter().map(|_| Err(clone_invalid(&e))).collect()),
@@ -133,6 +140,7 @@ where
         .bind(&c.claim_kind)
         .bind(&c.claim_value)
         .bind(&c.streams)
+        .bind(&c.after)
         .bind(&c.slot)
         .bind(&c.expected)
         .bind(&c.head_hash)

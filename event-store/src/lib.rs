@@ -158,21 +158,44 @@ impl EventStore {
         self.submit_all(vec![request]).await.pop().unwrap_or(Err(AppendError::Invalid("no answer")))
     }
 
-    /// Queues several requests in this order and answers each. A later request may expect a
-    /// version an earlier one creates; if the earlier one is refused, the later one meets a
-    /// [`AppendError::Conflict`] instead of appending on a state that did not happen.
-    pub async fn submit_all(&self, mut requests: Vec<AppendRequest>) -> Vec<Result<Vec<AppendedStream>, AppendError>> {
+    /// Queues independent requests together and answers each as if it ran alone.
+    pub async fn submit_all(&self, requests: Vec<AppendRequest>) -> Vec<Result<Vec<AppendedStream>, AppendError>> {
+        self.submit_queued(requests, false).await
+    }
+
+    /// Queues a chain: each request was decided on the state the one before it leaves, so it
+    /// expects the version that one creates. The chain goes into one batch, and from the first
+    /// refused link on, every link is refused with [`AppendError::Conflict`] (even one whose
+    /// expected version happens to match the log): nothing is appended on a state that did not
+    /// happen.
+    pub async fn submit_chain(&self, requests: Vec<AppendRequest>) -> Vec<Result<Vec<AppendedStream>, AppendError>> {
+        self.submit_queued(requests, true).await
+    }
+
+    async fn submit_queued(
+        &self,
+        mut requests: Vec<AppendRequest>,
+        chained: bool,
+    ) -> Vec<Result<Vec<AppendedStream>, AppendError>> {
         let mut answers: Vec<Option<Result<Vec<AppendedStream>, AppendError>>> = Vec::with_capacity(requests.len());
         let mut valid = Vec::with_capacity(requests.len());
+        let mut broken = false;
         for request in &mut requests {
-            answers.push(append::prepare(request).err().map(Err));
+            let refused = match append::prepare(request) {
+                Err(e) => Some(e),
+                // A link after an invalid one depends on what never happens.
+                Ok(()) if broken => Some(writer::chain_broken(request)),
+                Ok(()) => None,
+            };
+            broken = chained && refused.is_some();
+            answers.push(refused.map(Err));
         }
         for (request, answer) in requests.into_iter().zip(&answers) {
             if answer.is_none() {
                 valid.push(request);
             }
         }
-        let mut appended = self.writer().submit(valid).await.into_iter();
+        let mut appended = self.writer().submit(valid, chained).await.into_iter();
         answers
             .into_iter()
             .map(|a| a.unwrap_or_else(|| appended.next().unwrap_or(Err(AppendError::Invalid("no answer")))))
@@ -192,7 +215,7 @@ impl EventStore {
     ) -> Result<Vec<AppendedStream>, AppendError> {
         let mut request = AppendRequest { appends, idempotency: idempotency.cloned(), claim: None };
         append::prepare(&mut request)?;
-        let mut answers = append::append_batch(&mut **tx, &[&request]).await?;
+        let mut answers = append::append_batch(&mut **tx, &[&request], &[0]).await?;
         answers.pop().unwrap_or(Err(AppendError::Invalid("no answer")))
     }
 

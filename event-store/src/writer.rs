@@ -40,9 +40,18 @@ impl Default for WriterOptions {
     }
 }
 
+/// Requests queued together. In a chain each request depends on the one before it: they go into
+/// one batch, and a refused link refuses every later one.
 struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Answer>,
+    requests: Vec<AppendRequest>,
+    replies: Vec<oneshot::Sender<Answer>>,
+    chained: bool,
+}
+
+impl Job {
+    fn events(&self) -> usize {
+        self.requests.iter().flat_map(|r| &r.appends).map(|a| a.events.len()).sum()
+    }
 }
 
 /// The handle every clone of a store shares; the task stops when the last handle is dropped.
@@ -59,24 +68,33 @@ impl Writer {
         Self { jobs }
     }
 
-    /// Queues `requests` in this order (a later one may expect what an earlier one appends) and
-    /// waits for every answer.
-    pub(crate) async fn submit(&self, requests: Vec<AppendRequest>) -> Vec<Answer> {
+    /// Queues `requests` together (in one batch when `chained`, each depending on the one before)
+    /// and waits for every answer.
+    pub(crate) async fn submit(&self, requests: Vec<AppendRequest>, chained: bool) -> Vec<Answer> {
         let mut replies = Vec::with_capacity(requests.len());
-        for request in requests {
+        let mut answers = Vec::with_capacity(requests.len());
+        for _ in &requests {
             let (reply, answer) = oneshot::channel();
-            let queued = self.jobs.send(Job { request, reply }).await.is_ok();
-            replies.push(queued.then_some(answer));
-        }
-        let mut answers = Vec::with_capacity(replies.len());
-        for reply in replies {
-            let answer = match reply {
-                Some(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
-                None => Err(stopped()),
-            };
+            replies.push(reply);
             answers.push(answer);
         }
-        answers
+        let n = requests.len();
+        if self.jobs.send(Job { requests, replies, chained }).await.is_err() {
+            return (0..n).map(|_| Err(stopped())).collect();
+        }
+        let mut out = Vec::with_capacity(n);
+        for answer in answers {
+            out.push(answer.await.unwrap_or_else(|_| Err(stopped())));
+        }
+        out
+    }
+}
+
+/// The answer to a link of a chain whose earlier link was refused.
+pub(crate) fn chain_broken(request: &AppendRequest) -> AppendError {
+    match request.appends.first() {
+        Some(a) => AppendError::Conflict { stream: a.stream, expected: a.expected, actual: -1 },
+        None => AppendError::Invalid("an append needs a stream"),
     }
 }
 
@@ -90,16 +108,18 @@ async fn run(pool: PgPool, options: WriterOptions, mut rx: mpsc::Receiver<Job>) 
     loop {
         let mut batch: Vec<Job> = Vec::new();
         let mut events = 0usize;
-        let fits = |batch: &Vec<Job>, events: usize| batch.len() < options.max_requests && events < options.max_events;
+        let fits = |batch: &Vec<Job>, events: usize| {
+            batch.iter().map(|j| j.requests.len()).sum::<usize>() < options.max_requests && events < options.max_events
+        };
         while fits(&batch, events) {
             let Some(job) = deferred.pop_front() else { break };
-            events += job.request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+            events += job.events();
             batch.push(job);
         }
         if batch.is_empty() {
             match rx.recv().await {
                 Some(job) => {
-                    events += job.request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                    events += job.events();
                     batch.push(job);
                 }
                 None => break,
@@ -108,7 +128,7 @@ async fn run(pool: PgPool, options: WriterOptions, mut rx: mpsc::Receiver<Job>) 
         while fits(&batch, events) {
             match rx.try_recv() {
                 Ok(job) => {
-                    events += job.request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                    events += job.events();
                     batch.push(job);
                 }
                 Err(_) => break,
@@ -123,28 +143,46 @@ async fn run(pool: PgPool, options: WriterOptions, mut rx: mpsc::Receiver<Job>) 
     }
 }
 
-/// Moves requests whose idempotency key or claim an earlier request of the batch also uses to
-/// the next batch, so each sees the other's outcome in the log.
+/// Moves jobs with a request whose idempotency key or claim an earlier request of the batch also
+/// uses to the next batch, so each sees the other's outcome in the log.
 fn split_repeats(batch: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
     let mut keys: HashSet<(String, String)> = HashSet::new();
-    let mut claims: HashSet<&UniqueClaim> = HashSet::new();
-    let mut repeat = Vec::with_capacity(batch.len());
-    for job in &batch {
-        let key_repeats =
-            job.request.idempotency.as_ref().is_some_and(|i| !keys.insert((i.scope.clone(), i.key.clone())));
-        let claim_repeats = job.request.claim.as_ref().is_some_and(|c| !claims.insert(c));
-        repeat.push(key_repeats || claim_repeats);
-    }
-    drop(claims);
+    let mut claims: HashSet<UniqueClaim> = HashSet::new();
     let (mut now, mut later) = (Vec::new(), Vec::new());
-    for (job, repeat) in batch.into_iter().zip(repeat) {
-        if repeat {
+    for job in batch {
+        let job_keys: Vec<(String, String)> = job
+            .requests
+            .iter()
+            .filter_map(|r| r.idempotency.as_ref())
+            .map(|i| (i.scope.clone(), i.key.clone()))
+            .collect();
+        let job_claims: Vec<UniqueClaim> = job.requests.iter().filter_map(|r| r.claim.clone()).collect();
+        let unique_within = job_keys.iter().collect::<HashSet<_>>().len() == job_keys.len()
+            && job_claims.iter().collect::<HashSet<_>>().len() == job_claims.len();
+        let repeats = job_keys.iter().any(|k| keys.contains(k)) || job_claims.iter().any(|c| claims.contains(c));
+        if repeats || (!unique_within && !now.is_empty()) {
             later.push(job);
         } else {
+            keys.extend(job_keys);
+            claims.extend(job_claims);
             now.push(job);
         }
     }
     (now, later)
+}
+
+/// The requests of a batch in order, with the 1-based index of the request each one depends on.
+fn layout(batch: &[Job]) -> (Vec<&AppendRequest>, Vec<i32>) {
+    let mut requests = Vec::new();
+    let mut after = Vec::new();
+    for job in batch {
+        for (i, r) in job.requests.iter().enumerate() {
+            let previous = i32::try_from(requests.len()).unwrap_or(i32::MAX);
+            after.push(if job.chained && i > 0 { previous } else { 0 });
+            requests.push(r);
+        }
+    }
+    (requests, after)
 }
 
 async fn execute(pool: &PgPool, options: &WriterOptions, conn: &mut Option<PgConnection>, batch: Vec<Job>) {
@@ -157,31 +195,46 @@ async fn execute(pool: &PgPool, options: &WriterOptions, conn: &mut Option<PgCon
         Err(e) => {
             tracing::warn!(error = %e, "event log writer cannot connect");
             for job in batch {
-                let _ = job.reply.send(Err(AppendError::Store(StoreError::Database(clone_error(&e)))));
+                for reply in job.replies {
+                    let _ = reply.send(Err(AppendError::Store(StoreError::Database(clone_error(&e)))));
+                }
             }
             // Not a busy loop while the database is away.
             tokio::time::sleep(Duration::from_millis(100)).await;
             return;
         }
     };
-    let requests: Vec<&AppendRequest> = batch.iter().map(|j| &j.request).collect();
-    let result = append_batch(&mut *c, &requests).await;
-    metrics::histogram!("ordo_append_batch_requests").record(batch.len() as f64);
+    let (requests, after) = layout(&batch);
+    let result = append_batch(&mut *c, &requests, &after).await;
+    metrics::histogram!("ordo_append_batch_requests").record(requests.len() as f64);
     metrics::histogram!("ordo_append_batch_seconds").record(started.elapsed().as_secs_f64());
+    let size = requests.len();
     match result {
         Ok(answers) => {
-            for (job, answer) in batch.into_iter().zip(answers) {
-                let _ = job.reply.send(answer);
+            let mut answers = answers.into_iter();
+            for job in batch {
+                for reply in job.replies {
+                    let _ = reply.send(answers.next().unwrap_or_else(|| Err(stopped())));
+                }
             }
         }
-        Err(e) if is_data_error(&e) && batch.len() > 1 => {
-            tracing::warn!(error = %e, requests = batch.len(), "append batch refused on data, appending one by one");
+        Err(e) if is_data_error(&e) && size > 1 => {
+            tracing::warn!(error = %e, requests = size, "append batch refused on data, appending one by one");
             for job in batch {
-                let answer = match append_batch(&mut *c, &[&job.request]).await {
-                    Ok(mut answers) => answers.pop().unwrap_or_else(|| Err(stopped())),
-                    Err(e) => Err(failure(pool, e).await),
-                };
-                let _ = job.reply.send(answer);
+                let mut refused = false;
+                for (request, reply) in job.requests.iter().zip(job.replies) {
+                    // A link after a refused one was decided on a state that did not happen.
+                    let answer = if refused {
+                        Err(chain_broken(request))
+                    } else {
+                        match append_batch(&mut *c, &[request], &[0]).await {
+                            Ok(mut answers) => answers.pop().unwrap_or_else(|| Err(stopped())),
+                            Err(e) => Err(failure(pool, e).await),
+                        }
+                    };
+                    refused = job.chained && answer.is_err();
+                    let _ = reply.send(answer);
+                }
             }
         }
         Err(e) => {
@@ -190,7 +243,9 @@ async fn execute(pool: &PgPool, options: &WriterOptions, conn: &mut Option<PgCon
             }
             let error = failure(pool, e).await;
             for job in batch {
-                let _ = job.reply.send(Err(copy_error(&error)));
+                for reply in job.replies {
+                    let _ = reply.send(Err(copy_error(&error)));
+                }
             }
         }
     }

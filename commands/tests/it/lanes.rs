@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{adjust, World};
 
 /// Holds the event log's writer lock until the returned sender fires.
-async fn hold_writer_lock(store: &EventStore) -> tokio::sync::oneshot::Sender<()> {
+pub async fn hold_writer_lock(store: &EventStore) -> tokio::sync::oneshot::Sender<()> {
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let mut tx = store.pool().begin().await.unwrap();
     let other = StreamRef::new(StreamCategory::Merchant, Uuid::new_v4());
@@ -39,6 +39,11 @@ async fn hold_writer_lock(store: &EventStore) -> tokio::sync::oneshot::Sender<()
 
 /// Waits until the service's writer queues behind the held lock.
 async fn writer_waits(store: &EventStore) {
+    writers_wait(store, 1).await;
+}
+
+/// Waits until `n` writers queue behind the held lock.
+pub async fn writers_wait(store: &EventStore, n: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -47,7 +52,7 @@ async fn writer_waits(store: &EventStore) {
         .fetch_one(store.pool())
         .await
         .unwrap();
-        if waiting > 0 {
+        if waiting >= n {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "the writer never waited for the lock");

@@ -2,7 +2,7 @@
 //! trusted state, hot streams, replicas, snapshots.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod lanes;
+pub mod lanes;
 mod replicas;
 mod snapshots;
 

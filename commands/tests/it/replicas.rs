@@ -89,3 +89,59 @@ async fn a_command_refused_on_a_stale_cached_state_is_decided_again_on_the_log()
     let loaded = a.load::<Product>(StreamRef::new(StreamCategory::Product, product)).await.unwrap();
     assert_eq!(loaded.state.state().map(|p| p.on_hand), Some(7));
 }
+
+/// Two commands of one round are appended as a chain. When another replica appended to the
+/// stream just before, the first is refused; the second (whose expected version may then match
+/// the log by chance) must be refused too and decided again, never appended on a state that did
+/// not happen and then appended once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_behind_another_replica_appends_each_command_exactly_once() {
+    use crate::lanes::{hold_writer_lock, writers_wait};
+    let world = crate::World::start().await;
+    let product = world.product(10).await;
+    let other = EventStore::new(world.db.pool.clone());
+    let ctx = world.as_merchant();
+    let stream = StreamRef::new(StreamCategory::Product, product);
+    let restock = |delta| AdjustStock { delta, reason: StockAdjustmentReason::Restock };
+
+    // This service's first command waits for the held writer lock, the other replica's behind it.
+    let release = hold_writer_lock(world.service.store()).await;
+    let (s0, c0) = (world.service.clone(), ctx.clone());
+    let first = tokio::spawn(async move { s0.adjust_stock(&c0, product, restock(1)).await });
+    writers_wait(world.service.store(), 1).await;
+    // Another writer appends whatever the version is (11 on hand after `first`, then 21).
+    let event = ordo_event_store::NewEvent::from_domain(
+        &ordo_schemas::ProductEvent::StockAdjusted {
+            delta: 10,
+            reason: StockAdjustmentReason::Restock,
+            on_hand_after: 21,
+        },
+        ordo_schemas::EventMetadata {
+            event_id: Uuid::new_v4(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: None,
+            actor: Actor::system(),
+            traceparent: None,
+        },
+    );
+    let theirs = tokio::spawn(async move {
+        other.append(stream, ordo_event_store::ExpectedVersion::Any, vec![event]).await.map(|_| ())
+    });
+    writers_wait(world.service.store(), 2).await;
+    // Two more commands queue in this service's lane: one round, decided on v2 (after `first`).
+    let (s1, c1) = (world.service.clone(), ctx.clone());
+    let second = tokio::spawn(async move { s1.adjust_stock(&c1, product, restock(1)).await });
+    let (s2, c2) = (world.service.clone(), ctx.clone());
+    let third = tokio::spawn(async move { s2.adjust_stock(&c2, product, restock(1)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+
+    theirs.await.unwrap().unwrap();
+    for task in [first, second, third] {
+        task.await.unwrap().unwrap();
+    }
+    let fresh = CommandService::new(world.db.store());
+    let loaded = fresh.load::<Product>(stream).await.unwrap();
+    assert_eq!(loaded.version, 5, "listing and four adjustments, none twice");
+    assert_eq!(loaded.state.state().map(|p| p.on_hand), Some(23));
+}

@@ -354,3 +354,28 @@ async fn three_processes_appending_while_a_reader_follows_see_every_event_once_i
         *v = e.version;
     }
 }
+
+/// A chain of requests (each decided on the state the one before it leaves) is refused from the
+/// first refused link on, even when a later link's expected version happens to match the log:
+/// another writer appended as many events as the refused link would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chained_request_after_a_refused_one_is_refused_even_when_its_version_matches() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let s = product();
+    let first = store.append(s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
+    // Another writer moves the stream from 1 to 2 behind the chain's back.
+    EventStore::new(db.pool.clone()).append(s, ExpectedVersion::Exact(1), vec![event(2)]).await.unwrap();
+
+    // The chain was decided on version 1: its first link expects 1 (with its head hash), its
+    // second expects 2, which is what the other writer left.
+    let head: [u8; 32] = first.head_hash.as_slice().try_into().unwrap();
+    let chain = vec![
+        AppendRequest::single(s, ExpectedVersion::Head { version: 1, hash: Some(head) }, vec![event(3)]),
+        AppendRequest::single(s, ExpectedVersion::Exact(2), vec![event(4)]),
+    ];
+    let answers = store.submit_chain(chain).await;
+    assert!(matches!(answers[0], Err(AppendError::Conflict { actual: 2, .. })), "{:?}", answers[0]);
+    assert!(matches!(answers[1], Err(AppendError::Conflict { .. })), "{:?}", answers[1]);
+    assert_eq!(store.stream_version(s).await.unwrap(), 2, "nothing of the chain was appended");
+}
