@@ -1,9 +1,11 @@
 //! Kafka plumbing shared by the relay, the order saga and the projectors.
 //!
 //! - [`client_config`] / [`producer_config`]: client settings from a brokers string
-//!   (`KAFKA_BROKERS`, default [`DEFAULT_BROKERS`]).
+//!   (`KAFKA_BROKERS`, default [`DEFAULT_BROKERS`]) plus the librdkafka properties given as
+//!   `ORDO_KAFKA_*` variables (TLS, SASL; see [`settings`]).
 //! - [`ensure_topics`]: creates the four category topics when missing (brokers used here do
-//!   not auto-create topics).
+//!   not auto-create topics), replicated as [`TopicSettings`] says.
+//! - [`check_environment`]: refuses unusable Kafka settings at start.
 //! - [`encode`] / [`decode`]: an [`EventEnvelope`] as a Kafka message (key = stream id, value =
 //!   JSON envelope, headers from [`ordo_schemas::envelope::headers`]) and back, with a typed
 //!   [`MessageError`] so a consumer can dead-letter malformed input.
@@ -30,6 +32,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+pub mod settings;
+
+pub use settings::{check_environment, ClientProperties, SettingsError, TopicSettings};
+
 /// Brokers used when `KAFKA_BROKERS` is not set.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
@@ -48,18 +54,21 @@ pub fn category_of_topic(topic: &str) -> Option<StreamCategory> {
     StreamCategory::ALL.into_iter().find(|c| c.topic() == topic)
 }
 
-/// Settings every Ordo client shares: the bootstrap brokers.
+/// Settings every Ordo client shares: the bootstrap brokers, Ordo's timeouts, then the
+/// properties from the environment ([`ClientProperties::from_env`]).
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     // Reconnect within a second of the broker's return instead of librdkafka's 10 s backoff
     // ceiling, and give up on a request a frozen broker never answers after 10 s, not 60 s.
     config.set("bootstrap.servers", brokers).set("reconnect.backoff.max.ms", "1000").set("socket.timeout.ms", "10000");
+    environment_properties().apply(&mut config);
     config
 }
 
 /// An idempotent producer that keeps per-partition order: `enable.idempotence=true`,
 /// `acks=all`, at most 5 requests in flight per connection. A message not acknowledged within
-/// `delivery_timeout` fails its delivery future (the caller retries).
+/// `delivery_timeout` fails its delivery future (the caller retries). Properties from the
+/// environment apply last (the ones these guarantees rest on are [`settings::RESERVED`]).
 pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfig {
     let mut config = client_config(brokers);
     config
@@ -68,7 +77,20 @@ pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfi
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "5")
         .set("message.timeout.ms", delivery_timeout.as_millis().max(1).to_string());
+    environment_properties().apply(&mut config);
     config
+}
+
+/// The `ORDO_KAFKA_*` properties of this process, read once. Unusable ones were refused at start
+/// by [`check_environment`]; a process that skipped it gets none of them and an error log.
+pub fn environment_properties() -> &'static ClientProperties {
+    static PROPERTIES: std::sync::OnceLock<ClientProperties> = std::sync::OnceLock::new();
+    PROPERTIES.get_or_init(|| {
+        ClientProperties::from_env().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "kafka properties from the environment ignored");
+            ClientProperties::default()
+        })
+    })
 }
 
 /// Failures setting up Kafka.
@@ -78,17 +100,38 @@ pub enum SetupError {
     Kafka(#[from] KafkaError),
     #[error("creating topic {topic} failed: {code}")]
     CreateTopic { topic: String, code: RDKafkaErrorCode },
+    #[error("kafka settings: {0}")]
+    Settings(#[from] SettingsError),
 }
 
 /// Creates `ordo.customers`, `ordo.merchants`, `ordo.products` and `ordo.orders` with
-/// `partitions` partitions each, if missing. A topic that already exists is left as it is.
+/// `partitions` partitions each, if missing, replicated as `ORDO_TOPIC_REPLICATION_FACTOR` and
+/// `ORDO_TOPIC_MIN_INSYNC_REPLICAS` say ([`TopicSettings::from_env`]). A topic that already
+/// exists is left as it is.
 ///
 /// # Errors
 /// [`SetupError`] when the brokers cannot be reached or refuse to create a topic.
 pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), SetupError> {
+    ensure_topics_with(brokers, partitions, TopicSettings::from_env()?).await
+}
+
+/// [`ensure_topics`] with explicit replication settings.
+///
+/// # Errors
+/// As [`ensure_topics`]; a replication factor above the number of brokers is refused by them.
+pub async fn ensure_topics_with(brokers: &str, partitions: i32, settings: TopicSettings) -> Result<(), SetupError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
-    let new: Vec<NewTopic<'_>> =
-        topics().iter().map(|t| NewTopic::new(t, partitions.max(1), TopicReplication::Fixed(1))).collect();
+    let min_insync = settings.min_insync_replicas.map(|n| n.to_string());
+    let new: Vec<NewTopic<'_>> = topics()
+        .iter()
+        .map(|t| {
+            let topic = NewTopic::new(t, partitions.max(1), TopicReplication::Fixed(settings.replication_factor));
+            match &min_insync {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
+        })
+        .collect();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&new, &options).await?;
     for result in results {
@@ -236,6 +279,7 @@ impl EventConsumer {
             // An idle fetch returns after 50 ms instead of librdkafka's 500 ms, which otherwise
             // sets a floor under end-to-end visibility.
             .set("fetch.wait.max.ms", "50");
+        environment_properties().apply(&mut config);
         for (k, v) in &settings.extra {
             config.set(k, v);
         }

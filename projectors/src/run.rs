@@ -18,6 +18,7 @@ use crate::{Projector, Target};
 /// When the database cannot be reached or migrated, the ops address cannot be bound or the
 /// consumer cannot join its group.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    kafka::check_environment()?;
     let pool = ordo_event_store::connect(&config.database_url, config.db_connections).await?;
     ordo_event_store::migrate(&pool).await?;
     crate::migrate(&pool).await?;

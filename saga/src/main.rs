@@ -47,6 +47,10 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ordo_service::telemetry::init();
     let args = Args::parse();
+    if let Err(e) = kafka::check_environment() {
+        tracing::error!(error = %e, "invalid kafka settings");
+        std::process::exit(2);
+    }
     let pool = connect(&args.database_url, 8).await?;
     migrate(&pool).await?;
     let service = CommandService::new(EventStore::new(pool.clone()));
