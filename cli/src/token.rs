@@ -21,6 +21,12 @@ pub struct Args {
     /// Signing secret (never printed).
     #[arg(long, env = "ORDO_JWT_SECRET", hide_env_values = true)]
     secret: String,
+    /// `iss` of the token, as the APIs require it.
+    #[arg(long, env = "ORDO_JWT_ISSUER")]
+    issuer: Option<String>,
+    /// `aud` of the token (the first of a comma-separated list), as the APIs require it.
+    #[arg(long, env = "ORDO_JWT_AUDIENCE", value_delimiter = ',')]
+    audience: Vec<String>,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -34,7 +40,8 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let keys = JwtKeys::from_secret(args.secret.as_bytes());
+    let settings = ordo_service::AuthSettings { issuer: args.issuer, audience: args.audience, ..Default::default() };
+    let keys = JwtKeys::new(&settings, Some(&args.secret)).context("token settings")?;
     let sub = args.sub.unwrap_or_else(Uuid::new_v4);
     let token = keys.mint(sub, args.role, chrono::Duration::hours(args.ttl_hours)).context("sign token")?;
     eprintln!("sub={sub} role={}", args.role.as_str());

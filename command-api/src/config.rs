@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `DATABASE_URL` | `--database-url` | `postgres://postgres@127.0.0.1:5432/ordo` |
 //! | `ORDO_COMMAND_ADDR` | `--addr` | `127.0.0.1:8080` |
-//! | `ORDO_JWT_SECRET` | (environment only) | required |
+//! | `ORDO_JWT_SECRET` | (environment only) | required unless `ORDO_JWT_JWKS_URL` is set |
+//! | `ORDO_JWT_JWKS_URL`, `ORDO_JWT_ISSUER`, `ORDO_JWT_AUDIENCE`, `ORDO_JWT_ROLE_CLAIM`, ... | `--jwt-*` | see [`AuthSettings`] |
 //! | `ORDO_DB_MAX_CONNECTIONS` | `--db-max-connections` | `20` |
 //! | `ORDO_BODY_LIMIT_BYTES` | `--body-limit-bytes` | `65536` |
 //! | `ORDO_REQUEST_TIMEOUT_MS` | `--request-timeout-ms` | `10000` |
@@ -14,7 +15,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ordo_service::auth::AuthConfigError;
 use ordo_service::http::Limits;
+use ordo_service::{AuthSettings, JwtKeys};
 
 use ordo_commands::RetryPolicy;
 use ordo_event_store::WriterOptions;
@@ -45,6 +48,8 @@ pub struct Args {
     /// 503 with `Retry-After`.
     #[arg(long, env = "ORDO_APPEND_LOCK_TIMEOUT_MS", default_value_t = 3_000)]
     pub append_lock_timeout_ms: u64,
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 /// A secret that never appears in `Debug` output or logs.
@@ -73,7 +78,10 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     pub database_url: String,
     pub addr: SocketAddr,
-    pub jwt_secret: Secret,
+    /// The HS256 secret, when tokens may be signed with one.
+    pub jwt_secret: Option<Secret>,
+    /// The identity provider's keys, issuer, audience and role claim.
+    pub auth: AuthSettings,
     pub max_connections: u32,
     pub limits: Limits,
     pub retry: RetryPolicy,
@@ -84,8 +92,8 @@ pub struct Config {
 /// The configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("ORDO_JWT_SECRET is not set or empty; refusing to start without it")]
-    MissingJwtSecret,
+    #[error("{0}")]
+    Auth(#[from] AuthConfigError),
 }
 
 impl Config {
@@ -93,13 +101,16 @@ impl Config {
     /// never a flag, so it stays out of process listings).
     ///
     /// # Errors
-    /// [`ConfigError::MissingJwtSecret`] when the secret is absent or blank.
+    /// [`ConfigError::Auth`] when tokens could not be verified: no secret and no JWKS URL, or a
+    /// JWKS URL without an issuer and audience.
     pub fn from_args(args: Args, jwt_secret: Option<String>) -> Result<Self, ConfigError> {
-        let secret = jwt_secret.filter(|s| !s.trim().is_empty()).ok_or(ConfigError::MissingJwtSecret)?;
+        let secret = jwt_secret.filter(|s| !s.trim().is_empty());
+        JwtKeys::new(&args.auth, secret.as_deref())?;
         Ok(Self {
             database_url: args.database_url,
             addr: args.addr,
-            jwt_secret: Secret::new(secret),
+            jwt_secret: secret.map(Secret::new),
+            auth: args.auth,
             max_connections: args.db_max_connections.max(1),
             limits: Limits {
                 body_bytes: args.body_limit_bytes,
@@ -133,8 +144,20 @@ mod tests {
         let args = Args::try_parse_from(["command-api"]).unwrap();
         assert!(Config::from_args(args.clone(), None).is_err());
         assert!(Config::from_args(args.clone(), Some("  ".into())).is_err());
-        let config = Config::from_args(args, Some("s3cr3t-value".into())).unwrap();
+        let config = Config::from_args(args.clone(), Some("s3cr3t-value".into())).unwrap();
         assert_eq!(config.limits.body_bytes, 65536);
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
+        let idp = Args::try_parse_from([
+            "command-api",
+            "--jwt-jwks-url=https://idp.example/certs",
+            "--jwt-issuer=https://idp.example",
+            "--jwt-audience=ordo,ordo-admin",
+            "--jwt-role-claim=realm_access.roles",
+        ])
+        .unwrap();
+        let config = Config::from_args(idp.clone(), None).expect("a JWKS URL needs no secret");
+        assert_eq!(config.auth.audience, ["ordo", "ordo-admin"]);
+        let no_audience = Args { auth: AuthSettings { audience: Vec::new(), ..idp.auth }, ..idp };
+        assert!(Config::from_args(no_audience, None).is_err());
     }
 }

@@ -38,6 +38,8 @@ pub enum RunError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    #[error("token verification: {0}")]
+    Auth(#[from] ordo_service::auth::AuthConfigError),
 }
 
 /// Connects to Postgres, applies the event store's and this crate's migrations, and serves the
@@ -55,7 +57,7 @@ pub async fn run(
     migrate(&pool).await?;
     let store = EventStore::with_writer_options(pool, config.writer.clone());
     let commands = CommandService::new(store).with_retry_policy(config.retry);
-    let keys = Arc::new(JwtKeys::from_secret(config.jwt_secret.expose().as_bytes()));
+    let keys = Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(|s| s.expose()))?);
     let app = router(AppState::new(commands, keys), config.limits);
     tracing::info!(addr = %listener.local_addr()?, "command api listening");
     ordo_service::http::serve(listener, app, shutdown).await?;

@@ -18,9 +18,11 @@ pub struct Config {
         hide_env_values = true
     )]
     pub database_url: String,
-    /// HS256 secret of the bearer tokens (required).
+    /// HS256 secret of the bearer tokens (required unless a JWKS URL is set).
     #[arg(long, env = "ORDO_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
+    pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    pub auth: ordo_service::AuthSettings,
     /// Longest wait for a consistency token, in milliseconds.
     #[arg(long, env = "ORDO_QUERY_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
     pub consistency_wait_ms: u64,
@@ -38,7 +40,8 @@ impl Config {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             database_url: database_url.into(),
-            jwt_secret: jwt_secret.into(),
+            jwt_secret: Some(jwt_secret.into()),
+            auth: ordo_service::AuthSettings::default(),
             consistency_wait_ms: 2000,
             db_connections: 16,
             request_timeout_ms: 10_000,
@@ -56,6 +59,7 @@ impl std::fmt::Debug for Config {
             .field("addr", &self.addr)
             .field("database_url", &"<redacted>")
             .field("jwt_secret", &"<redacted>")
+            .field("auth", &self.auth)
             .field("consistency_wait_ms", &self.consistency_wait_ms)
             .field("db_connections", &self.db_connections)
             .field("request_timeout_ms", &self.request_timeout_ms)

@@ -81,7 +81,7 @@ pub async fn run(
     ordo_projectors::migrate(&pool).await?;
     let state = AppState {
         pool: pool.clone(),
-        keys: Arc::new(JwtKeys::from_secret(config.jwt_secret.as_bytes())),
+        keys: Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_deref())?),
         consistency_wait: config.consistency_wait(),
     };
     let limits = Limits { timeout: Duration::from_millis(config.request_timeout_ms), ..Limits::default() };

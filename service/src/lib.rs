@@ -5,6 +5,8 @@
 
 pub mod auth;
 #[cfg(test)]
+mod auth_jwks_tests;
+#[cfg(test)]
 mod auth_tests;
 pub mod http;
 pub mod ops;
@@ -13,6 +15,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;
 
-pub use auth::{Claims, JwtKeys, Principal};
+pub use auth::{AuthSettings, Claims, JwtKeys, Principal};
 pub use problem::Problem;
 pub use trace_context::TraceContext;

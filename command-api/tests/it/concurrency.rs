@@ -25,7 +25,8 @@ async fn fifty_concurrent_stock_adjustments_keep_on_hand_exact_and_never_negativ
     let config = Config {
         database_url: app.db.url.clone(),
         addr,
-        jwt_secret: Secret::new(String::from_utf8(SECRET.to_vec()).unwrap()),
+        jwt_secret: Some(Secret::new(String::from_utf8(SECRET.to_vec()).unwrap())),
+        auth: ordo_service::AuthSettings::default(),
         max_connections: 10,
         limits: Limits::default(),
         retry: RetryPolicy::default(),

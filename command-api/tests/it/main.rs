@@ -7,6 +7,7 @@ mod concurrency;
 mod edge;
 mod helpers;
 mod idempotency;
+mod idp;
 mod orders;
 mod parties;
 mod products;

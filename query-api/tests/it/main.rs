@@ -5,6 +5,7 @@
 mod audit;
 mod authorization;
 mod consistency;
+mod idp;
 mod pagination;
 mod rebuild;
 mod security;
