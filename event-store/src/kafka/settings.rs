@@ -166,12 +166,12 @@ pub struct TopicSettings {
 
 impl Default for TopicSettings {
     fn default() -> Self {
-        Self { replication_factor: 1, min_insync_replicas: None }
+        Self { replication_factor: -1, min_insync_replicas: None }
     }
 }
 
 impl TopicSettings {
-    /// `ORDO_TOPIC_REPLICATION_FACTOR` (default 1; `-1` for the broker's default) and
+    /// `ORDO_TOPIC_REPLICATION_FACTOR` (default `-1`: the broker's `default.replication.factor`) and
     /// `ORDO_TOPIC_MIN_INSYNC_REPLICAS` (default: the broker's).
     ///
     /// # Errors
@@ -305,8 +305,9 @@ mod tests {
     }
 
     #[test]
-    fn topic_settings_default_to_one_copy_and_refuse_impossible_minimums() {
+    fn topic_settings_default_to_the_brokers_and_refuse_impossible_minimums() {
         assert_eq!(TopicSettings::from_values(None, None).unwrap(), TopicSettings::default());
+        assert_eq!(TopicSettings::default().replication_factor, -1);
         let s = TopicSettings::from_values(Some("3"), Some("2")).unwrap();
         assert_eq!((s.replication_factor, s.min_insync_replicas), (3, Some(2)));
         assert_eq!(TopicSettings::from_values(Some("-1"), Some("2")).unwrap().min_insync_replicas, Some(2));

@@ -7,6 +7,7 @@ mod broker;
 mod commit_safe_reader;
 mod group_commit;
 mod integrity;
+mod kafka_settings;
 mod relay;
 
 use ordo_event_store::NewEvent;
