@@ -209,6 +209,7 @@ fn event(i: usize) -> NewEvent {
             causation_id: None,
             actor: Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     }
 }

@@ -62,6 +62,7 @@ impl Meta {
             causation_id: None,
             actor: self.actor,
             traceparent: None,
+            tracestate: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use ordo_command_api::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    ordo_service::telemetry::init();
+    let _telemetry = ordo_service::telemetry::init();
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {

@@ -459,6 +459,7 @@ fn metadata(ctx: &CommandContext) -> EventMetadata {
         causation_id: ctx.causation_id,
         actor: ctx.actor,
         traceparent: ctx.traceparent.clone(),
+        tracestate: ctx.tracestate.clone(),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct CommandContext {
     pub causation_id: Option<Uuid>,
     /// W3C trace context written into every event's metadata.
     pub traceparent: Option<String>,
+    /// W3C `tracestate` going with `traceparent`.
+    pub tracestate: Option<String>,
     /// `Some(v)`: the stream must be at exactly `v` (HTTP `If-Match`), otherwise the command
     /// fails with [`CommandError::VersionConflict`]. `None`: append at whatever version the stream
     /// is at, retrying on concurrent writers.
@@ -33,7 +35,15 @@ pub struct CommandContext {
 impl CommandContext {
     /// A context for `actor` in the flow `correlation_id`, without expectations.
     pub fn new(actor: Actor, correlation_id: Uuid) -> Self {
-        Self { actor, correlation_id, causation_id: None, traceparent: None, expected_version: None, idempotency: None }
+        Self {
+            actor,
+            correlation_id,
+            causation_id: None,
+            traceparent: None,
+            tracestate: None,
+            expected_version: None,
+            idempotency: None,
+        }
     }
 
     /// The context of a saga step: the system actor, caused by the event `causation_id` of the
@@ -49,6 +59,11 @@ impl CommandContext {
 
     pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
         self.traceparent = traceparent;
+        self
+    }
+
+    pub fn with_tracestate(mut self, tracestate: Option<String>) -> Self {
+        self.tracestate = tracestate;
         self
     }
 

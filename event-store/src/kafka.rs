@@ -169,6 +169,9 @@ pub fn encode(envelope: &EventEnvelope) -> Result<EncodedEvent, serde_json::Erro
         .insert(Header { key: headers::CORRELATION_ID, value: Some(correlation_id.as_str()) });
     if let Some(tp) = envelope.metadata.metadata.traceparent.as_deref() {
         h = h.insert(Header { key: headers::TRACEPARENT, value: Some(tp) });
+        if let Some(ts) = envelope.metadata.metadata.tracestate.as_deref() {
+            h = h.insert(Header { key: headers::TRACESTATE, value: Some(ts) });
+        }
     }
     Ok(EncodedEvent { topic: envelope.category.topic(), key: envelope.stream_id.to_string(), payload, headers: h })
 }

@@ -172,6 +172,7 @@ impl EventStore {
         self.submit_queued(requests, true).await
     }
 
+    #[tracing::instrument(name = "append", skip_all, fields(requests = requests.len()))]
     async fn submit_queued(
         &self,
         mut requests: Vec<AppendRequest>,

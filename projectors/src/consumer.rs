@@ -81,6 +81,9 @@ pub async fn run_consumer(
             metrics::counter!("ordo_projector_offsets_skipped_total").increment(skipped as u64);
         }
         let span = tracing::info_span!("projector_batch", size = incoming.len(), skipped);
+        let traces = || batch.iter().map(|m| (kafka::header(m, "traceparent"), kafka::header(m, "tracestate")));
+        ordo_service::telemetry::follow(&span, traces());
+        let _applies = ordo_service::telemetry::message_spans(&span, "projector_apply", traces());
         let stats = apply_with_retry(&projector, &incoming, &options.group_id, &shutdown).instrument(span).await;
         let Some(stats) = stats else { break };
         tracing::debug!(applied = stats.applied, skipped = stats.skipped, "batch committed");

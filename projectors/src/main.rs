@@ -5,7 +5,7 @@ use ordo_service::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ordo_service::telemetry::init();
+    let _telemetry = ordo_service::telemetry::init();
     let config = ordo_projectors::config::Config::parse();
     ordo_projectors::run::run(config, Shutdown::on_signal()).await
 }

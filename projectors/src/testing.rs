@@ -39,6 +39,7 @@ where
                     causation_id: None,
                     actor: Actor::system(),
                     traceparent: None,
+                    tracestate: None,
                 },
             )
         })

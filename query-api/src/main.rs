@@ -5,7 +5,7 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ordo_service::telemetry::init();
+    let _telemetry = ordo_service::telemetry::init();
     let config = ordo_query_api::Config::parse();
     let listener = TcpListener::bind(config.addr).await?;
     ordo_query_api::run(listener, config, ordo_service::shutdown::signal()).await

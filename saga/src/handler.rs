@@ -91,7 +91,13 @@ impl OrderSaga {
         }
         let event = OrderEvent::decode(&envelope.event_type, envelope.schema_version, envelope.data.clone())?;
         let meta = &envelope.metadata.metadata;
-        let ctx = CommandContext::system(meta.correlation_id, meta.event_id).with_traceparent(meta.traceparent.clone());
+        let (traceparent, tracestate) = ordo_service::TraceContext::current().map_or_else(
+            || (meta.traceparent.clone(), meta.tracestate.clone()),
+            |c| (Some(c.traceparent), c.tracestate),
+        );
+        let ctx = CommandContext::system(meta.correlation_id, meta.event_id)
+            .with_traceparent(traceparent)
+            .with_tracestate(tracestate);
         let order_id = envelope.stream_id;
         // The message only says which order to look at; what to do follows from the order as the
         // log has it, so a forged or stale message cannot move stock the order does not hold.

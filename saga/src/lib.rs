@@ -113,6 +113,7 @@ pub async fn run(
         let span = tracing::info_span!("saga_event", event_type = %envelope.event_type, order_id = %envelope.stream_id,
             event_id = %meta.event_id, correlation_id = %meta.correlation_id,
             traceparent = meta.traceparent.as_deref().unwrap_or_default());
+        ordo_service::telemetry::set_remote_parent(&span, meta.traceparent.as_deref(), meta.tracestate.as_deref());
         let finished = handle_with_retries(&saga, &envelope, &config, &shutdown).instrument(span).await;
         if !finished {
             break; // shutdown while retrying: the event stays uncommitted and is redelivered

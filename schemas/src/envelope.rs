@@ -124,6 +124,9 @@ pub struct EventMetadata {
     /// W3C trace context of the request that produced the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// W3C `tracestate` that came with `traceparent` (vendor-specific trace data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// Metadata as read back from the log: the writer's metadata plus the database timestamp.
@@ -168,4 +171,5 @@ pub mod headers {
     pub const EVENT_ID: &str = "ordo-event-id";
     pub const CORRELATION_ID: &str = "ordo-correlation-id";
     pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
 }

@@ -114,12 +114,19 @@ pub fn layers(router: Router, limits: Limits) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let request_id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
-            tracing::info_span!(
+            let route = req.extensions().get::<MatchedPath>().map_or_else(|| req.uri().path(), MatchedPath::as_str);
+            let span = tracing::info_span!(
                 "request",
+                otel.kind = "server",
+                otel.name = %format_args!("{} {route}", req.method()),
                 method = %req.method(),
                 path = %req.uri().path(),
                 request_id = request_id.unwrap_or_default(),
-            )
+            );
+            // The caller's trace, when it sent one, is the parent of the request span.
+            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+            crate::telemetry::set_remote_parent(&span, header("traceparent"), header("tracestate"));
+            span
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

@@ -8,3 +8,4 @@ mod lifecycle;
 mod ops;
 mod projector_crash;
 mod relay_failover;
+mod tracing;

@@ -104,12 +104,19 @@ pub struct Stack {
     instance: u32,
     keys: JwtKeys,
     log_dir: PathBuf,
+    /// Extra environment of every process, applied over the stack's own.
+    env: Vec<(String, String)>,
     pub http: reqwest::Client,
 }
 
 impl Stack {
     /// Starts every process and waits until each answers `/readyz`.
     pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`Stack::start`] with extra environment variables for every process (over the stack's).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let db = TestDb::new().await;
         let broker = Broker::start().await;
         let mut ops = HashMap::new();
@@ -128,6 +135,7 @@ impl Stack {
             instance: 0,
             keys: JwtKeys::from_secret(SECRET.as_bytes()),
             log_dir,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         };
         for s in Service::ALL {
@@ -181,6 +189,7 @@ impl Stack {
             .env("ORDO_RELAY_POLL_INTERVAL_MS", "20")
             .env("ORDO_QUERY_CONSISTENCY_WAIT_MS", CONSISTENCY_WAIT_MS.to_string())
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
@@ -219,6 +228,11 @@ impl Stack {
             assert!(Instant::now() < deadline, "{} not ready (logs in {:?})", s.binary(), self.log_dir);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process id of the main instance of `s`, while it runs.
+    pub fn pid(&self, s: Service) -> Option<u32> {
+        self.running.get(&s).and_then(Child::id)
     }
 
     /// SIGKILLs the main instance of one process: no shutdown hooks run.

@@ -32,6 +32,7 @@ fn event(n: i64) -> NewEvent {
             causation_id: Some(Uuid::new_v4()),
             actor: Actor::system(),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: None,
         },
     }
 }

@@ -74,7 +74,7 @@ impl RawCommand {
 /// Command headers: idempotency key, expected version, correlation id and trace context.
 pub(crate) struct CommandMeta {
     correlation_id: Uuid,
-    traceparent: String,
+    trace: TraceContext,
     idempotency_key: Option<String>,
     expected_version: Option<i64>,
 }
@@ -101,7 +101,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
             Some(v) => parse_if_match(v.to_str().unwrap_or_default())
                 .ok_or_else(|| Problem::bad_request("If-Match must be a stream version such as \"3\""))?,
         };
-        Ok(Self { correlation_id, traceparent: trace.traceparent, idempotency_key, expected_version })
+        Ok(Self { correlation_id, trace, idempotency_key, expected_version })
     }
 }
 
@@ -126,7 +126,8 @@ impl CommandMeta {
             kind: success,
         });
         CommandContext::new(principal.actor(), self.correlation_id)
-            .with_traceparent(Some(self.traceparent.clone()))
+            .with_traceparent(Some(self.trace.traceparent.clone()))
+            .with_tracestate(self.trace.tracestate.clone())
             .expecting(self.expected_version)
             .with_idempotency(idempotency)
     }

@@ -57,7 +57,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ordo_service::telemetry::init();
+    let _telemetry = ordo_service::telemetry::init();
     let args = Args::parse();
     if let Err(e) = kafka::check_environment() {
         tracing::error!(error = %e, "invalid kafka settings");

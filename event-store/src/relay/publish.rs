@@ -33,8 +33,18 @@ pub(crate) fn producer(cfg: &RelayConfig) -> Result<FutureProducer, KafkaError> 
 /// was acknowledged; otherwise returns the first error after every delivery settled.
 pub(crate) async fn publish(producer: &FutureProducer, events: &[RecordedEvent]) -> Result<(), PublishError> {
     let mut deliveries = Vec::with_capacity(events.len());
+    // One span per event, child of the request that wrote it, ended when the batch settled.
+    let mut spans = Vec::with_capacity(if ordo_service::telemetry::exporting() { events.len() } else { 0 });
     for event in events {
-        let encoded = kafka::encode(&event.to_envelope()?)?;
+        let envelope = event.to_envelope()?;
+        if ordo_service::telemetry::exporting() {
+            let meta = &envelope.metadata.metadata;
+            let span = tracing::info_span!("relay_publish", otel.kind = "producer", event_id = %meta.event_id,
+                event_type = %envelope.event_type, topic = envelope.category.topic());
+            ordo_service::telemetry::set_remote_parent(&span, meta.traceparent.as_deref(), meta.tracestate.as_deref());
+            spans.push(span);
+        }
+        let encoded = kafka::encode(&envelope)?;
         let mut record = FutureRecord::to(encoded.topic)
             .key(encoded.key.as_str())
             .payload(encoded.payload.as_slice())

@@ -18,6 +18,7 @@ fn meta() -> EventMetadata {
         causation_id: None,
         actor: Actor::system(),
         traceparent: None,
+        tracestate: None,
     }
 }
 

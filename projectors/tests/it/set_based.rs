@@ -49,6 +49,7 @@ async fn log_with_every_event_type(store: &EventStore, orders: usize) -> Workloa
             causation_id: None,
             actor: Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     };
     let stream = StreamRef::new(StreamCategory::Product, old);

@@ -70,6 +70,7 @@ impl Audit {
                         causation_id: None,
                         actor: Actor { id: Uuid::new_v4(), role: Role::Admin },
                         traceparent: None,
+                        tracestate: None,
                     },
                 )
             })

@@ -37,6 +37,7 @@ async fn place(store: &EventStore, customer: Uuid, merchant: Uuid) -> Uuid {
         causation_id: None,
         actor: Actor { id: customer, role: Role::Customer },
         traceparent: None,
+        tracestate: None,
     };
     store
         .append(

@@ -187,6 +187,7 @@ async fn a_forged_cancellation_or_shipment_that_contradicts_the_log_moves_no_sto
                 causation_id: None,
                 actor: Actor { id: Uuid::new_v4(), role: Role::Admin },
                 traceparent: None,
+                tracestate: None,
             },
             recorded_at: chrono::Utc::now(),
         },
