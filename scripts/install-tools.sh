@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the test suite uses besides the broker: promtool (package prometheus)
-# for validating the shipped alert rules and jq/curl used by make run.
+# Installs the Debian packages the build and the test suite need besides the broker:
+# - to build: pkg-config and libssl-dev (librdkafka's TLS and SASL, HTTPS for the identity
+#   provider's keys and the trace exporter link the system OpenSSL);
+# - to test (skipped with --build): promtool (package prometheus) for validating the shipped alert
+#   rules, and jq/curl used by make run.
 set -euo pipefail
 
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-command -v jq >/dev/null 2>&1 || missing+=(jq)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+if [ "${1:-}" != "--build" ]; then
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing ${missing[*]}"

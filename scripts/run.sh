@@ -56,6 +56,7 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
 fi
 
 say "building (release)"
+scripts/install-tools.sh --build
 cargo build --release --bin ordo --bin command-api --bin event-relay --bin order-saga --bin projectors --bin query-api
 bin=target/release
 "$bin/ordo" migrate
