@@ -121,6 +121,7 @@ fn new_event(event_type: &str, schema_version: i32, data: serde_json::Value) -> 
             causation_id: None,
             actor: Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     }
 }

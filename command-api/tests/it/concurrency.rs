@@ -127,6 +127,7 @@ async fn a_command_behind_a_stuck_writer_gets_503_in_bounded_time_and_the_log_re
             causation_id: None,
             actor: ordo_schemas::Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     };
     let append = ordo_event_store::StreamAppend {

@@ -32,6 +32,7 @@ async fn serve(db: &TestDb, auth: ordo_service::AuthSettings, secret: Option<&st
         max_connections: 4,
         limits: Limits::default(),
         retry: RetryPolicy::default(),
+        writer: ordo_event_store::WriterOptions::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ordo_command_api::run(listener, config, async move {

@@ -26,6 +26,7 @@ pub async fn hold_writer_lock(store: &EventStore) -> tokio::sync::oneshot::Sende
             causation_id: None,
             actor: ordo_schemas::Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     };
     let append = StreamAppend { stream: other, expected: ExpectedVersion::NoStream, events: vec![event] };
