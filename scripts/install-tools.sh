@@ -3,7 +3,8 @@
 # - to build: pkg-config and libssl-dev (librdkafka's TLS and SASL, HTTPS for the identity
 #   provider's keys and the trace exporter link the system OpenSSL);
 # - to test (skipped with --build): promtool (package prometheus) for validating the shipped alert
-#   rules, and jq/curl used by make run.
+#   rules, jq/curl used by make run, python3 for the export verifier in docs/, and chromium with
+#   chromium-driver for the console's browser tests.
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,9 @@ if [ "${1:-}" != "--build" ]; then
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v jq >/dev/null 2>&1 || missing+=(jq)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -43,8 +43,8 @@ use sqlx::PgPool;
 
 pub use error::{AppendError, ExpectedVersion, StoreError};
 pub use types::{
-    AppendRequest, AppendedStream, IdempotencyRecord, LogCursor, NewEvent, RecordedEvent, StreamAppend, UniqueClaim,
-    WriterLockHolder,
+    AppendRequest, AppendedStream, Backlog, IdempotencyRecord, InvalidCursor, LogCursor, NewEvent, RecordedEvent,
+    StreamAppend, UniqueClaim, WriterLockHolder,
 };
 pub use verify::{BrokenLink, LinkProblem, VerifyReport};
 pub use writer::WriterOptions;
@@ -255,6 +255,17 @@ impl EventStore {
     /// The session holding the writer lock right now, if any (every other append waits for it).
     pub async fn writer_lock_holder(&self) -> Result<Option<WriterLockHolder>, StoreError> {
         read::writer_lock_holder(&self.pool).await
+    }
+
+    /// The cursor after every event in the log now: reading from it yields only events
+    /// appended later. [`LogCursor::START`] on an empty log.
+    pub async fn head_cursor(&self) -> Result<LogCursor, StoreError> {
+        read::head_cursor(&self.pool).await
+    }
+
+    /// How many events lie after `cursor` and how old the oldest of them is (a reader's lag).
+    pub async fn backlog(&self, cursor: LogCursor) -> Result<Backlog, StoreError> {
+        read::backlog(&self.pool, cursor).await
     }
 
     /// The cursor stored under `name`, or the start of the log.

@@ -5,7 +5,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::StoreError;
-use crate::types::{parse_category, IdempotencyRecord, LogCursor, RecordedEvent, WriterLockHolder};
+use crate::types::{parse_category, Backlog, IdempotencyRecord, LogCursor, RecordedEvent, WriterLockHolder};
 
 pub(crate) const EVENT_COLUMNS: &str = "position, category, stream_id, version, event_id, event_type, \
      schema_version, data, metadata, recorded_at, prev_hash, hash";
@@ -68,6 +68,24 @@ pub(crate) async fn read_all(
     let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
     let next = events.last().map_or(cursor, LogCursor::after);
     Ok((events, next))
+}
+
+/// The cursor of the last event in the log: reading from it yields only events appended later.
+pub(crate) async fn head_cursor(pool: &PgPool) -> Result<LogCursor, StoreError> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(pool).await?;
+    Ok(LogCursor::at(last.unwrap_or(0)))
+}
+
+pub(crate) async fn backlog(pool: &PgPool, cursor: LogCursor) -> Result<Backlog, StoreError> {
+    let row = sqlx::query(
+        "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS age \
+         FROM events WHERE position > $1",
+    )
+    .bind(cursor.position)
+    .fetch_one(pool)
+    .await?;
+    let age: f64 = row.try_get("age")?;
+    Ok(Backlog { events: row.try_get("n")?, oldest_seconds: age.max(0.0) })
 }
 
 /// The session holding the writer lock, if one does.

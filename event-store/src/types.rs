@@ -159,19 +159,28 @@ impl LogCursor {
     }
 }
 
+/// The cursor as text (for example an HTTP `Last-Event-ID`): its position. Clients treat it as
+/// opaque; only [`LogCursor::from_str`](std::str::FromStr) reads it back.
 impl std::fmt::Display for LogCursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.position)
     }
 }
 
-impl std::str::FromStr for LogCursor {
-    type Err = std::num::ParseIntError;
+/// Text that is not a cursor [`LogCursor`]'s `Display` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a log cursor")]
+pub struct InvalidCursor;
 
-    /// A cursor written by [`LogCursor`]'s `Display` (its position).
+impl std::str::FromStr for LogCursor {
+    type Err = InvalidCursor;
+
+    /// Reads what `Display` wrote: a non-negative decimal integer.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let position: i64 = s.trim().parse()?;
-        Ok(Self { position: position.max(0) })
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidCursor);
+        }
+        Ok(Self { position: s.parse().map_err(|_| InvalidCursor)? })
     }
 }
 
@@ -187,6 +196,34 @@ pub struct WriterLockHolder {
     pub held_seconds: f64,
 }
 
+/// How much of the log lies after a cursor (a reader's backlog).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Events after the cursor.
+    pub events: i64,
+    /// Age in seconds of the oldest of them (0 when there is none).
+    pub oldest_seconds: f64,
+}
+
 pub(crate) fn parse_category(s: &str) -> Result<StreamCategory, StoreError> {
     StreamCategory::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown stream category {s}")))
+}
+
+#[cfg(test)]
+mod cursor_text_tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_from_its_text_and_nothing_else_parses() {
+        for c in [
+            LogCursor::START,
+            LogCursor { tx_id: 7_000_123, position: 42 },
+            LogCursor { tx_id: i64::MAX, position: i64::MAX },
+        ] {
+            assert_eq!(c.to_string().parse::<LogCursor>(), Ok(c));
+        }
+        for bad in ["", "-", "1-", "-1", "1", "1-2-3", "a-1", "1-+2", " 1-2", "1--2", "99999999999999999999-1"] {
+            assert_eq!(bad.parse::<LogCursor>(), Err(InvalidCursor), "{bad:?}");
+        }
+    }
 }

@@ -235,3 +235,25 @@ async fn a_transaction_appending_twice_keeps_the_writer_lock_and_others_follow_i
     let order: Vec<i64> = seen.iter().filter(|e| e.stream == s).map(|e| e.version).collect();
     assert_eq!(order, vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn reading_from_the_head_cursor_yields_only_events_appended_after_it() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    assert_eq!(store.head_cursor().await.unwrap(), LogCursor::START);
+    let s = product();
+    store.append(s, ExpectedVersion::NoStream, vec![event(1), event(2)]).await.unwrap();
+    let mut everything = LogCursor::START;
+    assert_eq!(drain_until(&store, &mut everything, 2).await.len(), 2);
+
+    let head = store.head_cursor().await.unwrap();
+    assert_eq!(head, everything, "the head is where a reader of the whole log stands after reading it");
+    assert_eq!(store.backlog(head).await.unwrap().events, 0);
+    let later = store.append(s, ExpectedVersion::Exact(2), vec![event(3)]).await.unwrap();
+    let backlog = store.backlog(head).await.unwrap();
+    assert_eq!(backlog.events, 1);
+    assert!(backlog.oldest_seconds >= 0.0);
+    let mut cursor = head;
+    let seen = drain_until(&store, &mut cursor, 1).await;
+    assert_eq!(seen.iter().map(|e| e.position).collect::<Vec<_>>(), vec![later.first_position]);
+}
