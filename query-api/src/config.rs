@@ -32,6 +32,21 @@ pub struct Config {
     /// Per-request timeout in milliseconds (must exceed the consistency wait).
     #[arg(long, env = "ORDO_QUERY_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// How often the shared log reader of `/v1/log/events` looks for new events, in milliseconds.
+    #[arg(long, env = "ORDO_QUERY_LOG_POLL_MS", default_value_t = 100)]
+    pub log_poll_ms: u64,
+    /// Seconds between heartbeat comments on an idle `/v1/log/events` stream.
+    #[arg(long, env = "ORDO_QUERY_LOG_HEARTBEAT_SECS", default_value_t = 15)]
+    pub log_heartbeat_secs: u64,
+    /// Batches of events the shared reader keeps for subscribers that are a little behind.
+    #[arg(long, env = "ORDO_QUERY_LOG_BUFFER", default_value_t = 64)]
+    pub log_buffer: usize,
+    /// Log subscribers one process serves at once (more get 503).
+    #[arg(long, env = "ORDO_QUERY_LOG_MAX_SUBSCRIBERS", default_value_t = 256)]
+    pub log_max_subscribers: usize,
+    /// The relay's name (its checkpoint and leader lock), for `/v1/log/status`.
+    #[arg(long, env = "ORDO_RELAY_NAME", default_value = "relay")]
+    pub relay_name: String,
 }
 
 impl Config {
@@ -45,6 +60,21 @@ impl Config {
             consistency_wait_ms: 2000,
             db_connections: 16,
             request_timeout_ms: 10_000,
+            log_poll_ms: 100,
+            log_heartbeat_secs: 15,
+            log_buffer: 64,
+            log_max_subscribers: 256,
+            relay_name: "relay".to_owned(),
+        }
+    }
+
+    /// How the shared log reader of `/v1/log/events` runs.
+    pub fn feed_options(&self) -> crate::log_feed::FeedOptions {
+        crate::log_feed::FeedOptions {
+            poll: Duration::from_millis(self.log_poll_ms.max(1)),
+            buffer: self.log_buffer.max(1),
+            max_subscribers: self.log_max_subscribers,
+            ..crate::log_feed::FeedOptions::default()
         }
     }
 
@@ -63,6 +93,11 @@ impl std::fmt::Debug for Config {
             .field("consistency_wait_ms", &self.consistency_wait_ms)
             .field("db_connections", &self.db_connections)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("log_poll_ms", &self.log_poll_ms)
+            .field("log_heartbeat_secs", &self.log_heartbeat_secs)
+            .field("log_buffer", &self.log_buffer)
+            .field("log_max_subscribers", &self.log_max_subscribers)
+            .field("relay_name", &self.relay_name)
             .finish()
     }
 }

@@ -1,12 +1,18 @@
 //! The HTTP read side of Ordo: the read models built by `ordo-projectors`, served with keyset
 //! pagination, ETags and read-your-writes consistency tokens, plus the audit endpoints over the
-//! event log (`audit`).
+//! event log (`audit`), the live log as server-sent events (`log_stream`, fed by one shared
+//! reader per process, `log_feed`), operations endpoints (`admin`) and the browser console
+//! (`console`).
 //!
 //! Entry points: [`run`] (bind outside, pass the shutdown future in) and [`app`] (the router).
 
+mod admin;
 pub mod audit;
 pub mod config;
 pub mod consistency;
+mod console;
+pub mod log_feed;
+mod log_stream;
 mod openapi;
 mod orders;
 pub mod params;
@@ -19,9 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use ordo_service::http::{layers, Limits};
+use ordo_service::shutdown::Shutdown;
 use ordo_service::{ops, JwtKeys, Problem};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -35,6 +42,12 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     /// Longest wait for a consistency token.
     pub consistency_wait: Duration,
+    /// The shared reader behind `/v1/log/events`.
+    pub feed: log_feed::LogFeed,
+    /// Interval of heartbeat comments on idle log streams.
+    pub heartbeat: Duration,
+    /// The relay whose leader and lag `/v1/log/status` reports.
+    pub relay_name: String,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -60,9 +73,16 @@ pub fn app(state: AppState, limits: Limits) -> Router {
         .route("/v1/merchants/{id}/orders", get(orders::by_merchant))
         .route("/v1/merchants/{id}/sales", get(sales::daily))
         .route("/v1/projections", get(projections::list))
+        .route("/v1/projections/dead-letters", get(admin::dead_letters))
+        .route("/v1/projections/parked", get(admin::parked))
+        .route("/v1/projections/parked/retry", post(admin::retry))
+        .route("/v1/log/events", get(log_stream::events))
+        .route("/v1/log/status", get(admin::log_status))
+        .route("/v1/session", get(console::session))
         .route("/openapi.json", get(openapi::document))
         .with_state(state.clone())
-        .merge(audit::router(state.pool.clone(), state.keys.clone()));
+        .merge(audit::router(state.pool.clone(), state.keys.clone()))
+        .merge(console::router());
     layers(api, limits).merge(ops::router(vec![ops::postgres(state.pool.clone())]))
 }
 
@@ -79,13 +99,25 @@ pub async fn run(
     let pool = ordo_event_store::connect(&config.database_url, config.db_connections).await?;
     ordo_event_store::migrate(&pool).await?;
     ordo_projectors::migrate(&pool).await?;
+    // Log streams never end by themselves: they end when shutdown begins, so serving can finish.
+    let stop = Shutdown::new();
+    let feed =
+        log_feed::LogFeed::start(ordo_event_store::EventStore::new(pool.clone()), config.feed_options(), stop.clone())
+            .await?;
     let state = AppState {
         pool: pool.clone(),
         keys: Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_deref())?),
         consistency_wait: config.consistency_wait(),
+        feed,
+        heartbeat: Duration::from_secs(config.log_heartbeat_secs.max(1)),
+        relay_name: config.relay_name.clone(),
     };
     let limits = Limits { timeout: Duration::from_millis(config.request_timeout_ms), ..Limits::default() };
     tracing::info!(addr = %listener.local_addr()?, "query api listening");
+    let shutdown = async move {
+        shutdown.await;
+        stop.trigger();
+    };
     ordo_service::http::serve(listener, app(state, limits), shutdown).await?;
     pool.close().await;
     tracing::info!("query api stopped");

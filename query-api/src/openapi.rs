@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{orders, products, projections, sales};
+use crate::{admin, console, log_stream, orders, products, projections, sales};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +14,8 @@ use crate::{orders, products, projections, sales};
         wait, bounded, for that write; the answer carries `Ordo-Consistency: honoured` or `timeout`. \
         Errors are application/problem+json."),
     paths(products::list, products::one, orders::one, orders::by_customer, orders::by_merchant, sales::daily,
-        projections::list),
+        projections::list, admin::dead_letters, admin::parked, admin::retry, admin::log_status, log_stream::events,
+        console::session),
     components(schemas(products::MoneyView, products::ProductView, products::ProductPage, orders::OrderView,
         orders::OrderPage, sales::Sales, sales::SalesDay)),
     modifiers(&Bearer)
@@ -52,6 +53,10 @@ mod tests {
             "/v1/audit/events",
             "/v1/audit/verify",
             "/v1/audit/streams/{category}/{id}/digest/proof",
+            "/v1/log/events",
+            "/v1/log/status",
+            "/v1/projections/parked/retry",
+            "/v1/session",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }

@@ -1,4 +1,4 @@
-//! `GET /v1/projections` (admin): checkpoint, lag, dead letters, parked streams, status.
+//! `GET /v1/projections` (admins and auditors): checkpoint, lag, dead letters, parked streams, status.
 
 use axum::extract::State;
 use axum::Json;
@@ -14,7 +14,7 @@ use crate::{internal, AppState};
         rebuilt_at, offsets}]}`"), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    principal.require(&[Role::Admin])?;
+    principal.require(&[Role::Admin, Role::Auditor])?;
     let status = ordo_projectors::projection_status(&state.pool).await.map_err(internal)?;
     Ok(Json(json!({ "projections": status })))
 }

@@ -55,7 +55,8 @@ async fn customers_see_only_their_own_orders_merchants_only_theirs_and_the_catal
         (format!("/v1/merchants/{seller}/sales"), Some((Role::Customer, owner)), 403),
         (format!("/v1/merchants/{seller}/sales?from=2026-13-01"), admin(), 422),
         ("/v1/projections".to_owned(), admin(), 200),
-        ("/v1/projections".to_owned(), Some((Role::Auditor, owner)), 403),
+        ("/v1/projections".to_owned(), Some((Role::Auditor, owner)), 200),
+        ("/v1/projections".to_owned(), Some((Role::Customer, owner)), 403),
         ("/v1/projections".to_owned(), None, 401),
     ] {
         let resp = app.get(&list, who).send().await.unwrap();

@@ -6,6 +6,9 @@ mod audit;
 mod authorization;
 mod consistency;
 mod idp;
+mod log_feed;
+mod log_stream;
+mod operations;
 mod pagination;
 mod rebuild;
 mod security;
@@ -34,12 +37,18 @@ pub struct App {
 
 impl App {
     pub async fn spawn() -> App {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Like [`App::spawn`], with settings changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> App {
         let db = TestDb::new().await;
         ordo_projectors::migrate(&db.pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = Shutdown::new();
-        let config = Config::new(db.url.clone(), SECRET);
+        let mut config = Config::new(db.url.clone(), SECRET);
+        configure(&mut config);
         let s = stop.clone();
         let server = tokio::spawn(async move { run(listener, config, async move { s.wait().await }).await.unwrap() });
         let projector = Projector::new(db.pool.clone(), Target::all_live());
@@ -55,6 +64,10 @@ impl App {
             stop,
             tasks: vec![server, follower],
         }
+    }
+
+    pub fn keys_for_test(&self) -> &JwtKeys {
+        &self.keys
     }
 
     pub fn token(&self, role: Role, id: Uuid) -> String {

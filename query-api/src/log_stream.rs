@@ -1,0 +1,160 @@
+//! `GET /v1/log/events`: the log as server-sent events, for auditors and admins.
+//!
+//! Each event is one SSE message: `id` is its log cursor (opaque), `data` its envelope as the
+//! audit API serves it. A subscription resumes after `Last-Event-ID` (or the `from` parameter:
+//! `start`, `now` or a cursor); a filtered subscription also receives id-only messages, so the
+//! id it resumes from moves past events it skipped. Comments (`: heartbeat`) keep idle streams
+//! open through proxies.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use ordo_event_store::LogCursor;
+use ordo_schemas::{Role, StreamCategory};
+use ordo_service::{Principal, Problem};
+
+use crate::log_feed::{Filter, Item, Start};
+use crate::params::Params;
+use crate::AppState;
+
+/// Longest accepted event type name, and most names in one filter.
+const MAX_TYPE_LEN: usize = 100;
+const MAX_TYPES: usize = 50;
+
+#[utoipa::path(get, path = "/v1/log/events", tag = "log",
+    description = "The log as server-sent events (`Accept: text/event-stream`), live, in log order. Each \
+        message has `id` (the event's log cursor, opaque) and `data` (the envelope, as the audit API serves it). \
+        Resume after a disconnect with the `Last-Event-ID` header: no event is skipped or repeated, including \
+        events that commit late. A filtered subscription also receives id-only messages (no data) so its \
+        resume point moves past what it skipped. `: heartbeat` comments arrive on idle streams. \
+        Example: `curl -N -H \"Authorization: Bearer $AUDITOR_TOKEN\" \
+        'http://127.0.0.1:8081/v1/log/events?from=start&category=order'`.",
+    params(
+        ("from" = Option<String>, Query, description = "`start`, `now` (default) or a cursor (an event id \
+            received earlier); `Last-Event-ID` takes precedence"),
+        ("category" = Option<String>, Query, description = "comma-separated: customer, merchant, product, order"),
+        ("type" = Option<String>, Query, description = "comma-separated event types, e.g. OrderPlaced,OrderConfirmed"),
+        ("stream_id" = Option<uuid::Uuid>, Query, description = "only this stream's events"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")
+    ),
+    responses(
+        (status = 200, description = "an endless `text/event-stream`", content_type = "text/event-stream"),
+        (status = 401, description = "missing or invalid token", content_type = "application/problem+json"),
+        (status = 403, description = "not an auditor or admin", content_type = "application/problem+json"),
+        (status = 406, description = "the client does not accept text/event-stream", content_type = "application/problem+json"),
+        (status = 422, description = "a malformed parameter or Last-Event-ID", content_type = "application/problem+json"),
+        (status = 503, description = "this process serves its maximum of subscribers (Retry-After)", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, Problem> {
+    principal.require(&[Role::Auditor, Role::Admin])?;
+    if !accepts_event_stream(&headers) {
+        return Err(Problem::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this endpoint answers text/event-stream",
+        ));
+    }
+    let mut p = Params::from_query(query)?;
+    let start = start(&mut p, &headers);
+    let filter = filter(&mut p);
+    p.finish()?;
+    let Ok(items) = state.feed.subscribe(start, filter) else {
+        let mut problem = Problem::unavailable("this process serves its maximum of log subscribers");
+        problem.retry_after = Some(5);
+        return Err(problem);
+    };
+    tracing::info!(actor = %principal.id, role = principal.role.as_str(), ?start, "log subscription opened");
+    let messages = items.map(|item| {
+        Ok::<_, Infallible>(match item {
+            Item::Event(e) => Event::default().id(e.cursor.to_string()).data(&*e.json),
+            Item::Progress(cursor) => Event::default().id(cursor.to_string()),
+        })
+    });
+    let mut resp =
+        Sse::new(messages).keep_alive(KeepAlive::new().interval(state.heartbeat).text("heartbeat")).into_response();
+    // Reverse proxies (nginx) would otherwise buffer the stream.
+    resp.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// No `Accept`, `*/*`, `text/*` or `text/event-stream`.
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    let values: Vec<&str> = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect();
+    values.is_empty()
+        || values.iter().flat_map(|v| v.split(',')).any(|range| {
+            let media = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            matches!(media.as_str(), "text/event-stream" | "text/*" | "*/*")
+        })
+}
+
+fn start(p: &mut Params, headers: &HeaderMap) -> Start {
+    if let Some(raw) = headers.get("last-event-id") {
+        return match raw.to_str().ok().and_then(|s| s.trim().parse::<LogCursor>().ok()) {
+            Some(c) => Start::After(c),
+            None => {
+                p.reject("Last-Event-ID", "is not an event id this stream sent");
+                Start::Now
+            }
+        };
+    }
+    match p.raw("from").map(str::to_owned).as_deref() {
+        None | Some("now") => Start::Now,
+        Some("start") => Start::Beginning,
+        Some(other) => match other.parse::<LogCursor>() {
+            Ok(c) => Start::After(c),
+            Err(_) => {
+                p.reject("from", "must be start, now or an event id this stream sent");
+                Start::Now
+            }
+        },
+    }
+}
+
+fn filter(p: &mut Params) -> Filter {
+    let categories = p.raw("category").map(str::to_owned).map(|raw| {
+        let parsed: Vec<Option<StreamCategory>> = raw.split(',').map(|c| StreamCategory::parse(c.trim())).collect();
+        if parsed.iter().any(Option::is_none) {
+            p.reject("category", "must be customer, merchant, product or order (comma-separated)");
+        }
+        parsed.into_iter().flatten().collect::<Vec<_>>()
+    });
+    let types = p.raw("type").map(str::to_owned).map(|raw| {
+        let types: Vec<String> = raw.split(',').map(|t| t.trim().to_owned()).collect();
+        if types.len() > MAX_TYPES || types.iter().any(|t| t.is_empty() || t.len() > MAX_TYPE_LEN) {
+            p.reject("type", "must be up to 50 comma-separated event types of up to 100 characters");
+        }
+        types
+    });
+    let stream_id = p.uuid("stream_id");
+    Filter { categories, types, stream_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_header_must_allow_an_event_stream_when_present() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")));
+            accepts_event_stream(&h)
+        };
+        assert!(accepts_event_stream(&HeaderMap::new()));
+        assert!(with("text/event-stream"));
+        assert!(with("application/json;q=0.5, Text/Event-Stream;q=1"));
+        assert!(with("*/*"));
+        assert!(!with("application/json"));
+    }
+}
