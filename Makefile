@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run test test-deps lint fmt schemas broker bench clean-test-dbs
+.PHONY: help run test test-deps lint fmt schemas screenshot broker bench clean-test-dbs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ fmt: ## format the code
 
 schemas: ## regenerate the JSON Schema files under schemas/json
 	UPDATE_SCHEMAS=1 $(CARGO) test -p ordo-schemas --test schema_files
+
+screenshot: test-deps ## run the console's browser test and save its screenshot as docs/console.png
+	$(CARGO) build --workspace --bins
+	ORDO_UPDATE_SCREENSHOT=1 $(CARGO) test -p ordo-tests --test e2e console
 
 bench: ## load, rebuild and relay benchmarks against pgbench (report in bench-results/<time>/)
 	scripts/bench.sh

@@ -103,6 +103,10 @@ $(say "Ordo is running")
                http://$ORDO_RELAY_OPS_ADDR/metrics  http://$ORDO_SAGA_OPS_ADDR/metrics  http://$ORDO_PROJECTORS_OPS_ADDR/metrics
   broker       $KAFKA_BROKERS      database  $DATABASE_URL
 
+Console (opens signed in; the token stays in the link's fragment, which is never sent to a server):
+  as the dev admin    http://$ORDO_QUERY_ADDR/console#token=${ADMIN_TOKEN:-}
+  as the dev auditor  http://$ORDO_QUERY_ADDR/console#token=${AUDITOR_TOKEN:-}
+
 Dev tokens (24 h):
   export CUSTOMER_TOKEN=${CUSTOMER_TOKEN:-}
   export MERCHANT_TOKEN=${MERCHANT_TOKEN:-}
@@ -116,6 +120,7 @@ Try:
        -d '{"lines": [{"product_id": "${LAMP_ID:-}", "quantity": 1}]}' http://$ORDO_COMMAND_ADDR/v1/orders | jq
   curl -s -H "Authorization: Bearer \$AUDITOR_TOKEN" "http://$ORDO_QUERY_ADDR/v1/audit/verify" | jq
   curl -s -H "Authorization: Bearer \$ADMIN_TOKEN" http://$ORDO_QUERY_ADDR/v1/projections | jq
+  curl -N -H "Authorization: Bearer \$AUDITOR_TOKEN" "http://$ORDO_QUERY_ADDR/v1/log/events?from=start"
 
 Ctrl-C stops everything.
 TXT

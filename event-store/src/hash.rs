@@ -6,6 +6,10 @@
 //! 3339 UTC with microseconds. Every input is a stored column, so a verifier recomputes hashes
 //! from the log alone. The database computes the same hash inside `ordo_append` (it alone knows
 //! the version and the commit clock when a writer appends with `Any`).
+//!
+//! `docs/hash-chain.md` specifies these bytes for verifiers written without this crate (the
+//! console's Web Crypto verifier and `docs/verify_export.py` follow it), with a worked example
+//! that a test below keeps true.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -125,6 +129,48 @@ mod tests {
         assert_ne!(h1, event_hash(None, &input(&b, &m)));
         assert_ne!(h1, event_hash(Some(&[0u8; 32]), &input(&a, &m)));
         assert_eq!(h1, event_hash(None, &input(&a, &m)));
+    }
+
+    /// The worked example of docs/hash-chain.md: keep both in step.
+    #[test]
+    fn the_documented_example_chain_hashes_as_the_specification_says() {
+        let uuid = |n: u64| Uuid::parse_str(&format!("00000000-0000-4000-8000-{n:012}")).unwrap_or_default();
+        let data = serde_json::json!({"payment_reference": "caf\u{e9} \"1\"", "amount": {"currency": "EUR", "amount_minor": 4498}});
+        let metadata = serde_json::json!({"event_id": uuid(2), "correlation_id": uuid(3), "actor": {"role": "customer", "id": uuid(4)}});
+        let first = HashInput {
+            category: "order",
+            stream_id: uuid(1),
+            version: 1,
+            event_id: uuid(2),
+            event_type: "OrderPaid",
+            schema_version: 1,
+            data: &data,
+            metadata: &metadata,
+            recorded_at: DateTime::parse_from_rfc3339("2026-11-30T12:00:00.1234Z")
+                .map(|t| t.to_utc())
+                .unwrap_or_default(),
+        };
+        assert_eq!(
+            String::from_utf8(content_bytes(&first)).unwrap_or_default(),
+            r#"{"category":"order","data":{"amount":{"amount_minor":4498,"currency":"EUR"},"payment_reference":"café \"1\""},"event_id":"00000000-0000-4000-8000-000000000002","metadata":{"actor":{"id":"00000000-0000-4000-8000-000000000004","role":"customer"},"correlation_id":"00000000-0000-4000-8000-000000000003","event_id":"00000000-0000-4000-8000-000000000002"},"schema_version":1,"stream_id":"00000000-0000-4000-8000-000000000001","type":"OrderPaid"}"#
+        );
+        let h1 = event_hash(None, &first);
+        assert_eq!(hex::encode(h1), "43599ccce3ae6db80612327657ff364c345a785d454d1d1cfb734551e7794ba6");
+        let data = serde_json::json!({"carrier": "DHL", "tracking_number": "JD0001"});
+        let metadata = serde_json::json!({"event_id": uuid(5), "correlation_id": uuid(3), "actor": {"role": "customer", "id": uuid(4)}});
+        let second = HashInput {
+            version: 2,
+            event_id: uuid(5),
+            event_type: "OrderShipped",
+            data: &data,
+            metadata: &metadata,
+            recorded_at: DateTime::parse_from_rfc3339("2026-11-30T12:00:01Z").map(|t| t.to_utc()).unwrap_or_default(),
+            ..first
+        };
+        assert_eq!(
+            hex::encode(event_hash(Some(&h1), &second)),
+            "0c407a82847c13cca4f1f016fb49ffc26431ba1d7410b58440336d14091c3af1"
+        );
     }
 
     #[test]

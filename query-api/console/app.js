@@ -87,6 +87,18 @@ function route() {
   state.cleanup = views[view](ctx) || null;
 }
 
+/**
+ * A link may carry the token in its fragment (`#token=...`, never sent to the server): sign in
+ * with it, then drop it from the address bar and the history.
+ */
+function tokenFromLink() {
+  const fromLink = /^#token=([^&]+)/.exec(location.hash);
+  if (!fromLink) return false;
+  history.replaceState(null, '', location.pathname);
+  signIn(decodeURIComponent(fromLink[1]));
+  return true;
+}
+
 function start() {
   document.getElementById('sign-in-form').addEventListener('submit', (e) => {
     e.preventDefault();
@@ -96,14 +108,11 @@ function start() {
     signOut(null);
     history.replaceState(null, '', location.pathname);
   });
-  window.addEventListener('hashchange', route);
-  // A link may carry the token in its fragment (never sent to the server): take it, then drop it
-  // from the address bar and the history.
-  const fromLink = /^#token=([^&]+)/.exec(location.hash);
-  if (fromLink) {
-    history.replaceState(null, '', location.pathname);
-    signIn(decodeURIComponent(fromLink[1]));
-  } else if (token()) {
+  window.addEventListener('hashchange', () => {
+    if (!tokenFromLink()) route();
+  });
+  if (tokenFromLink()) return;
+  if (token()) {
     signIn(token());
   } else {
     signOut(null);

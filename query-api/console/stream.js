@@ -35,7 +35,9 @@ export function streamView({ root, args }) {
 async function load(out, category, id, version) {
   const base = `/v1/audit/streams/${encodeURIComponent(category)}/${encodeURIComponent(id)}`;
   await guard(async () => {
-    const [{ events }, digest] = await Promise.all([api(`${base}/events`), api(`${base}/digest`)]);
+    // The digest first, then the events up to it: an event appended meanwhile is not half-seen.
+    const digest = await api(`${base}/digest`);
+    const { events } = await api(`${base}/events${query({ to_version: digest.version })}`);
     const detail = el('div', { id: 'stream-detail' });
     const pick = (e) => clear(detail).append(eventDetail(e));
     const history = table(eventColumns, events, { onPick: pick, id: 'history-table' });

@@ -114,8 +114,8 @@ impl Filter {
 #[derive(Debug, Clone)]
 pub enum Item {
     Event(FeedEvent),
-    /// The subscription has passed `cursor` without a matching event: resuming from it skips
-    /// nothing the filter wants.
+    /// The subscription starts at `cursor` (its first item), or has passed it without a matching
+    /// event: resuming from it skips nothing the filter wants.
     Progress(LogCursor),
 }
 

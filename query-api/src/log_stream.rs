@@ -2,9 +2,10 @@
 //!
 //! Each event is one SSE message: `id` is its log cursor (opaque), `data` its envelope as the
 //! audit API serves it. A subscription resumes after `Last-Event-ID` (or the `from` parameter:
-//! `start`, `now` or a cursor); a filtered subscription also receives id-only messages, so the
-//! id it resumes from moves past events it skipped. Comments (`: heartbeat`) keep idle streams
-//! open through proxies.
+//! `start`, `now` or a cursor). The first message is id-only and names where the subscription
+//! starts; a filtered subscription also receives id-only messages, so the id it resumes from
+//! moves past events it skipped. Comments (`: heartbeat`) keep idle streams open through
+//! proxies. docs/log-subscription.md is the guide.
 
 use std::convert::Infallible;
 
@@ -30,8 +31,9 @@ const MAX_TYPES: usize = 50;
     description = "The log as server-sent events (`Accept: text/event-stream`), live, in log order. Each \
         message has `id` (the event's log cursor, opaque) and `data` (the envelope, as the audit API serves it). \
         Resume after a disconnect with the `Last-Event-ID` header: no event is skipped or repeated, including \
-        events that commit late. A filtered subscription also receives id-only messages (no data) so its \
-        resume point moves past what it skipped. `: heartbeat` comments arrive on idle streams. \
+        events that commit late. The first message is id-only (no data) and names where the subscription \
+        starts; a filtered subscription also receives id-only messages so its resume point moves past what it \
+        skipped. `: heartbeat` comments arrive on idle streams. \
         Example: `curl -N -H \"Authorization: Bearer $AUDITOR_TOKEN\" \
         'http://127.0.0.1:8081/v1/log/events?from=start&category=order'`.",
     params(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
+mod console;
 mod lifecycle;
 mod ops;
 mod projector_crash;

@@ -286,7 +286,12 @@ impl Stack {
 
     /// A token for `sub` in `role`, valid for an hour.
     pub fn token(&self, sub: Uuid, role: Role) -> String {
-        self.keys.mint(sub, role, chrono::Duration::hours(1)).unwrap()
+        self.token_for(sub, role, chrono::Duration::hours(1))
+    }
+
+    /// A token for `sub` in `role` valid for `ttl` (negative: expired that long ago).
+    pub fn token_for(&self, sub: Uuid, role: Role, ttl: chrono::Duration) -> String {
+        self.keys.mint(sub, role, ttl).unwrap()
     }
 
     /// The Prometheus text of `url` (a `/metrics` endpoint).

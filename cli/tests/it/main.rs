@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod export_memory;
+mod hash_spec;
 mod projections;
 mod restore;
 
@@ -12,7 +13,7 @@ use ordo_event_store::{ExpectedVersion, NewEvent, StreamRef};
 use ordo_schemas::{Actor, EventMetadata, StreamCategory};
 use uuid::Uuid;
 
-fn ordo(db: &TestDb, args: &[&str]) -> Output {
+pub fn ordo(db: &TestDb, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args(args)
         .env("DATABASE_URL", &db.url)
