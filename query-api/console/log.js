@@ -2,7 +2,7 @@
 // tail from the log subscription, and any event opened with its data, metadata and hashes.
 
 import { api, describe, follow, query } from './api.js';
-import { clear, el, facts, field, guard, json, table, tableRow, time, showError } from './ui.js';
+import { clear, el, facts, field, guard, hideMessage, json, table, tableRow, time, showError } from './ui.js';
 
 const CATEGORIES = ['', 'customer', 'merchant', 'product', 'order'];
 const LIVE_ROWS = 200;
@@ -62,6 +62,7 @@ export function logView({ root, args }) {
   const pick = (e) => clear(detail).append(eventDetail(e));
 
   async function search(next) {
+    hideMessage();
     await guard(async () => {
       const page = await api(`/v1/audit/events${query({ ...params(), limit: 50, cursor: next ? cursor : '' })}`);
       if (!next) clear(results).append(table(eventColumns, [], { id: 'search-table', empty: '' }));

@@ -40,7 +40,8 @@ async function load(out, category, id, version) {
     const { events } = await api(`${base}/events${query({ to_version: digest.version })}`);
     const detail = el('div', { id: 'stream-detail' });
     const pick = (e) => clear(detail).append(eventDetail(e));
-    const history = table(eventColumns, events, { onPick: pick, id: 'history-table' });
+    const columns = eventColumns.filter(([title]) => title !== 'stream');
+    const history = table(columns, events, { onPick: pick, id: 'history-table' });
     clear(out).append(
       el('div', { class: 'grid' },
         el('div', {},

@@ -121,12 +121,20 @@ impl Browser {
 
     /// The visible text of `css`, once it contains `needle`.
     pub async fn text_containing(&self, css: &str, needle: &str) -> String {
-        let what = format!("{css} to contain {needle:?}");
-        self.until(&what, || async move {
-            let t = self.client.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
-            t.contains(needle).then_some(t)
-        })
-        .await
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = self.text(css).await;
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                let message = self.text("#message").await;
+                panic!(
+                    "timed out waiting for {css} to contain {needle:?}: it shows {text:?} (page message: {message:?})"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The visible text of `css` (empty when it does not exist).
