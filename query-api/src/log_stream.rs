@@ -8,6 +8,7 @@
 //! proxies. docs/log-subscription.md is the guide.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -77,7 +78,9 @@ pub async fn events(
         return Err(problem);
     };
     tracing::info!(actor = %principal.id, role = principal.role.as_str(), ?start, "log subscription opened");
-    let messages = items.map(|item| {
+    // The stream ends when the token expires; the client reconnects with a fresh one.
+    let expiry = token_expiry(&headers).unwrap_or_else(|| Duration::from_secs(365 * 24 * 3600));
+    let messages = items.take_until(tokio::time::sleep(expiry)).map(|item| {
         Ok::<_, Infallible>(match item {
             Item::Event(e) => Event::default().id(e.cursor.to_string()).data(&*e.json),
             Item::Progress(cursor) => Event::default().id(cursor.to_string()),
@@ -88,6 +91,25 @@ pub async fn events(
     // Reverse proxies (nginx) would otherwise buffer the stream.
     resp.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// How long the request's bearer token stays valid. Its signature and expiry were verified
+/// when the request was authenticated; this only reads the `exp` claim again.
+fn token_expiry(headers: &HeaderMap) -> Option<Duration> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        exp: i64,
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (_, token) = value.split_once(' ')?;
+    let mut read_only = jsonwebtoken::Validation::default();
+    read_only.insecure_disable_signature_validation();
+    read_only.validate_exp = false;
+    read_only.required_spec_claims.clear();
+    let claims =
+        jsonwebtoken::decode::<Expiry>(token.trim(), &jsonwebtoken::DecodingKey::from_secret(&[]), &read_only).ok()?;
+    let left = claims.claims.exp.saturating_sub(chrono::Utc::now().timestamp());
+    Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }
 
 /// No `Accept`, `*/*`, `text/*` or `text/event-stream`.

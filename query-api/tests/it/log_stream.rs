@@ -296,3 +296,29 @@ async fn shutting_down_ends_open_log_streams_instead_of_waiting_for_them() {
     timeout(Duration::from_secs(10), app.stop()).await.expect("the server stops with a stream open");
     assert!(s.next(Duration::from_secs(5)).await.is_none(), "the stream ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires_and_the_token_is_then_refused() {
+    let app = App::spawn().await;
+    let token = app.keys_for_test().mint(Uuid::new_v4(), Role::Auditor, chrono::Duration::seconds(2)).unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/v1/log/events", app.base))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut s = Sse { resp, buffer: String::new(), comments: 0 };
+    s.next(WAIT).await.unwrap();
+    let opened = Instant::now();
+    assert!(s.next(Duration::from_secs(10)).await.is_none(), "the stream ended");
+    let lasted = opened.elapsed();
+    assert!(lasted < Duration::from_secs(5), "it ended at the token's expiry, not later: {lasted:?}");
+    // Past the verifier's leeway the same token is refused outright.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let again = app.http.get(format!("{}/v1/log/events", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(again.status(), 401);
+    app.stop().await;
+}
