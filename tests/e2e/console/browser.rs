@@ -52,6 +52,9 @@ impl Browser {
             .arg(format!("--log-path={}", log_dir.join("chromedriver.log").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, which the browsers it starts join: dropping the Browser
+            // (a failed test) ends them all, not just the driver.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("start chromedriver");
@@ -192,10 +195,22 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
+    /// Ends the session, the browser and the driver (a test that fails before this leaves them
+    /// to [`Drop`]).
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.start_kill();
         let _ = self.driver.wait().await;
         let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Not closed (the test failed): end the driver's whole process group, browsers included.
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+            let _ = std::fs::remove_dir_all(&self.profile);
+        }
     }
 }
