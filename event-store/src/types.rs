@@ -215,14 +215,10 @@ mod cursor_text_tests {
 
     #[test]
     fn a_cursor_reads_back_from_its_text_and_nothing_else_parses() {
-        for c in [
-            LogCursor::START,
-            LogCursor { tx_id: 7_000_123, position: 42 },
-            LogCursor { tx_id: i64::MAX, position: i64::MAX },
-        ] {
+        for c in [LogCursor::START, LogCursor::at(42), LogCursor::at(i64::MAX)] {
             assert_eq!(c.to_string().parse::<LogCursor>(), Ok(c));
         }
-        for bad in ["", "-", "1-", "-1", "1", "1-2-3", "a-1", "1-+2", " 1-2", "1--2", "99999999999999999999-1"] {
+        for bad in ["", "-", "-1", "1-2", "a", "+2", " 1", "1 ", "99999999999999999999", "9223372036854775808"] {
             assert_eq!(bad.parse::<LogCursor>(), Err(InvalidCursor), "{bad:?}");
         }
     }

@@ -1,5 +1,5 @@
 // Projections: checkpoint, lag, dead letters with their errors, parked streams (with a retry
-// button for admins), and the relay's leader, its lag and the log's commit-safe horizon.
+// button for admins), and the relay's leader, its lag and who holds the log's writer lock.
 
 import { api, query } from './api.js';
 import { clear, el, facts, guard, showInfo, table, time } from './ui.js';
@@ -49,7 +49,7 @@ async function loadRelay(out) {
     ['relay', s.relay.name],
     ['leader', el('span', { id: 'relay-leader' }, leader ? `pid ${leader.pid}${leader.client_addr ? ` at ${leader.client_addr}` : ''}, since ${time(leader.since)}` : 'none: no relay holds the lock')],
     ['relay lag', el('span', { id: 'relay-lag' }, `${s.relay.lag_events} events, ${s.relay.lag_seconds.toFixed(1)} s`)],
-    ['horizon', el('span', { id: 'horizon' }, `${s.horizon.events_held_back} events held back; oldest open transaction ${s.horizon.oldest_open_xact_seconds.toFixed(1)} s`)],
+    ['writer lock', el('span', { id: 'writer-lock' }, s.writer_lock ? `held by pid ${s.writer_lock.pid} (${s.writer_lock.application_name}, ${s.writer_lock.state}) for ${s.writer_lock.held_seconds.toFixed(1)} s` : 'free')],
   ])));
 }
 

@@ -1,6 +1,6 @@
 //! Operations over HTTP: dead letters and parked streams (auditors and admins read them), the
 //! retry of parked streams (admins only, the equivalent of `ordo retry-parked`), and the log's
-//! status: its head, the commit-safe horizon, the relay's leader and lag.
+//! status: its head, who holds the writer lock, the relay's leader and lag.
 //!
 //! A retry is audited as log lines at info level carrying the actor's id and role (the request,
 //! then each stream's outcome), not as an event: no stream of the domain owns it.
@@ -256,15 +256,15 @@ fn field(name: &str, message: &str) -> FieldProblem {
 }
 
 #[utoipa::path(get, path = "/v1/log/status", tag = "log",
-    responses((status = 200, description = "`{head: {cursor, position}, horizon: {events_held_back, \
-        oldest_open_xact_seconds}, relay: {name, leader: {pid, client_addr, application_name, since} | null, \
+    responses((status = 200, description = "`{head: {cursor, position}, writer_lock: {pid, application_name, \
+        state, held_seconds} | null, relay: {name, leader: {pid, client_addr, application_name, since} | null, \
         checkpoint, lag_events, lag_seconds}}`"), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn log_status(State(state): State<AppState>, principal: Principal) -> Result<Response, Problem> {
     principal.require(&[Role::Admin, Role::Auditor])?;
     let store = EventStore::new(state.pool.clone());
     let head = store.head_cursor().await.map_err(internal)?;
-    let horizon = store.horizon_lag().await.map_err(internal)?;
+    let writer_lock = store.writer_lock_holder().await.map_err(internal)?;
     let checkpoint = store.load_checkpoint(&state.relay_name).await.map_err(internal)?;
     let backlog = store.backlog(checkpoint).await.map_err(internal)?;
     let key = Relay::lock_key(&state.relay_name);
@@ -295,8 +295,8 @@ pub async fn log_status(State(state): State<AppState>, principal: Principal) -> 
         .map_err(internal)?;
     Ok(Json(json!({
         "head": {"cursor": head.to_string(), "position": head.position},
-        "horizon": {"events_held_back": horizon.events_held_back,
-            "oldest_open_xact_seconds": horizon.oldest_open_xact_seconds},
+        "writer_lock": writer_lock.map(|h| json!({"pid": h.pid, "application_name": h.application_name,
+            "state": h.state, "held_seconds": h.held_seconds})),
         "relay": {"name": state.relay_name, "leader": leader, "checkpoint": checkpoint.to_string(),
             "lag_events": backlog.events, "lag_seconds": backlog.oldest_seconds},
     }))

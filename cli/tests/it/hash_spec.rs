@@ -49,6 +49,7 @@ fn awkward(n: i64) -> NewEvent {
             causation_id: (n % 2 == 0).then(Uuid::new_v4),
             actor: Actor { id: Uuid::new_v4(), role: Role::Admin },
             traceparent: (n % 2 == 1).then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+            tracestate: None,
         },
     }
 }

@@ -23,6 +23,7 @@ pub fn event(n: i64) -> NewEvent {
             causation_id: None,
             actor: Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     }
 }

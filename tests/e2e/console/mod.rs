@@ -208,6 +208,7 @@ async fn awkward_stream(stack: &Stack) -> Uuid {
                 causation_id: (n == 2).then(Uuid::new_v4),
                 actor: Actor { id: Uuid::new_v4(), role: Role::Admin },
                 traceparent: (n == 3).then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+                tracestate: None,
             },
         })
         .collect();
