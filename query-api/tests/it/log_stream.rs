@@ -258,7 +258,7 @@ async fn bad_requests_are_problems_and_subscribers_beyond_the_limit_get_503() {
         ("?from=yesterday", None, "from"),
         ("?category=invoices", None, "category"),
         ("?stream_id=42", None, "stream_id"),
-        ("", Some("12"), "Last-Event-ID"),
+        ("", Some("12-3"), "Last-Event-ID"),
     ] {
         let mut req = app.get(&format!("/v1/log/events{query}"), admin());
         if let Some(id) = last_id {
