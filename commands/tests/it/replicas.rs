@@ -122,6 +122,7 @@ async fn a_round_behind_another_replica_appends_each_command_exactly_once() {
             causation_id: None,
             actor: Actor::system(),
             traceparent: None,
+            tracestate: None,
         },
     );
     let theirs = tokio::spawn(async move {
