@@ -91,6 +91,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl From<sqlx::Error> for AppendError {

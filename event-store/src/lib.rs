@@ -24,6 +24,7 @@ pub mod error;
 pub mod hash;
 mod read;
 pub mod search;
+pub mod signing;
 mod types;
 pub mod verify;
 mod writer;

@@ -172,4 +172,10 @@ pub mod headers {
     pub const CORRELATION_ID: &str = "ordo-correlation-id";
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";
+    /// The broker incarnation the relay published the message in (see the relay's docs): a
+    /// consumer that sees a higher one than before knows the topic was re-created.
+    pub const INCARNATION: &str = "ordo-incarnation";
+    /// HMAC-SHA256 of the message value with the event signing key, hex: consumers apply only
+    /// messages the relay signed.
+    pub const SIGNATURE: &str = "ordo-signature";
 }
