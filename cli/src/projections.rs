@@ -45,6 +45,7 @@ pub async fn reset_publishing(url: &str) -> anyhow::Result<ExitCode> {
     let mut tx = pool.begin().await?;
     let checkpoints = sqlx::query("DELETE FROM checkpoints").execute(&mut *tx).await?.rows_affected();
     let offsets = sqlx::query("DELETE FROM projector_offsets").execute(&mut *tx).await?.rows_affected();
+    sqlx::query("DELETE FROM relay_partitions").execute(&mut *tx).await?;
     tx.commit().await?;
     eprintln!("forgot {checkpoints} relay checkpoint(s) and {offsets} projector offset(s)");
     Ok(ExitCode::SUCCESS)

@@ -120,6 +120,19 @@ pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), SetupEr
 /// # Errors
 /// As [`ensure_topics`]; a replication factor above the number of brokers is refused by them.
 pub async fn ensure_topics_with(brokers: &str, partitions: i32, settings: TopicSettings) -> Result<(), SetupError> {
+    create_missing_topics(brokers, partitions, settings).await.map(drop)
+}
+
+/// [`ensure_topics_with`], answering which topics did not exist and were created now (the relay
+/// takes a topic created after it had published as a sign that the broker lost its data).
+///
+/// # Errors
+/// As [`ensure_topics`].
+pub async fn create_missing_topics(
+    brokers: &str,
+    partitions: i32,
+    settings: TopicSettings,
+) -> Result<Vec<String>, SetupError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let min_insync = settings.min_insync_replicas.map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = topics()
@@ -134,13 +147,15 @@ pub async fn ensure_topics_with(brokers: &str, partitions: i32, settings: TopicS
         .collect();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&new, &options).await?;
+    let mut created = Vec::new();
     for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(topic) => created.push(topic),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(SetupError::CreateTopic { topic, code }),
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// An event ready to be produced: topic, key, JSON value and headers.
@@ -286,16 +301,21 @@ impl EventConsumer {
         for (k, v) in &settings.extra {
             config.set(k, v);
         }
-        let consumer: BaseConsumer = config.create()?;
-        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        let topics = settings.topics.clone();
+        let make = move || -> Result<BaseConsumer, KafkaError> {
+            let consumer: BaseConsumer = config.create()?;
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics)?;
+            Ok(consumer)
+        };
+        let consumer = make()?;
         let (tx, rx) = mpsc::channel(settings.buffer.max(1));
         let (commits, commit_rx) = std_mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{}", settings.group_id))
-            .spawn(move || poll_loop(&consumer, &tx, &commit_rx, &flag))
+            .spawn(move || poll_loop(consumer, &make, &tx, &commit_rx, &flag))
             .map_err(|e| KafkaError::ClientCreation(format!("spawn consumer thread: {e}")))?;
         Ok(Self { rx: Some(rx), commits, stop, thread: Some(thread) })
     }
@@ -334,26 +354,60 @@ impl Drop for EventConsumer {
 
 type Pending = HashMap<(String, i32), i64>;
 
+/// Whether a consumer error means the connection to the broker was lost, after which the
+/// client is replaced (see [`poll_loop`]).
+fn broker_gone(e: &KafkaError) -> bool {
+    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure))
+}
+
+/// Polls `consumer` until `stop`. When the connection to the broker is lost, the client is
+/// replaced by a new one from `make` (once per outage): a broker may come back with its topics
+/// re-created under new topic ids, and librdkafka does not recover a client that cached the old
+/// ones (it can skip the new metadata, or crash updating its cache), so a client that never saw
+/// the old broker is the safe one to meet the new. Committed offsets carry over through the
+/// group; what a fresh client reads again is skipped by the handlers.
 fn poll_loop(
-    consumer: &BaseConsumer,
+    mut consumer: BaseConsumer,
+    make: &dyn Fn() -> Result<BaseConsumer, KafkaError>,
     tx: &mpsc::Sender<OwnedMessage>,
     commits: &std_mpsc::Receiver<(String, i32, i64)>,
     stop: &AtomicBool,
 ) {
     let mut pending: Pending = HashMap::new();
+    let mut incarnations = Incarnations::default();
     let mut held: Option<OwnedMessage> = None;
     let mut last_error_log: Option<Instant> = None;
+    let mut replaced_in_outage = false;
     while !stop.load(Ordering::SeqCst) {
         drain_commits(commits, &mut pending, Duration::ZERO);
-        flush_commits(consumer, &mut pending, CommitMode::Async);
+        flush_commits(&consumer, &mut pending, CommitMode::Async);
         if held.is_none() {
             match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
-                Some(Ok(m)) => held = Some(m.detach()),
+                Some(Ok(m)) => {
+                    replaced_in_outage = false;
+                    let m = m.detach();
+                    if incarnations.rewind(&consumer, &m) {
+                        continue;
+                    }
+                    held = Some(m);
+                }
                 Some(Err(e)) => {
                     if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::warn!(error = %e, "kafka consumer error");
                         last_error_log = Some(Instant::now());
+                    }
+                    if broker_gone(&e) && !replaced_in_outage {
+                        match make() {
+                            Ok(fresh) => {
+                                let old = std::mem::replace(&mut consumer, fresh);
+                                // Closing the old client may wait for the broker: not here.
+                                let _ = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(old));
+                                replaced_in_outage = true;
+                                tracing::info!("the broker went away: kafka consumer replaced by a fresh client");
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot replace the kafka consumer"),
+                        }
                     }
                     continue;
                 }
@@ -372,8 +426,52 @@ fn poll_loop(
         }
     }
     drain_commits(commits, &mut pending, Duration::ZERO);
-    flush_commits(consumer, &mut pending, CommitMode::Sync);
+    flush_commits(&consumer, &mut pending, CommitMode::Sync);
     consumer.unsubscribe();
+}
+
+/// The highest broker incarnation seen per partition (the relay's `ordo-incarnation` header).
+#[derive(Default)]
+struct Incarnations(HashMap<(String, i32), i64>);
+
+impl Incarnations {
+    /// Whether `m` shows its partition was re-created since this consumer last read it (a higher
+    /// incarnation than before, past the partition's first offset): then the partition is read
+    /// again from its beginning, since the fetch position of the old incarnation may have
+    /// skipped messages of the new one, and `m` is dropped (it comes again). Consumers
+    /// deduplicate by stream version, so what was already handled is skipped.
+    fn rewind(&mut self, consumer: &BaseConsumer, m: &OwnedMessage) -> bool {
+        let Some(incarnation) = incarnation(m) else { return false };
+        let slot = self.0.entry((m.topic().to_owned(), m.partition())).or_insert(incarnation);
+        if incarnation <= *slot {
+            return false;
+        }
+        *slot = incarnation;
+        if m.offset() == 0 {
+            return false;
+        }
+        match consumer.seek(m.topic(), m.partition(), Offset::Beginning, Duration::from_secs(5)) {
+            Ok(()) => {
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    incarnation,
+                    "the broker re-created this partition: reading it again from the beginning"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = m.topic(), partition = m.partition(), error = %e,
+                    "cannot rewind a re-created partition");
+                false
+            }
+        }
+    }
+}
+
+/// The broker incarnation a message was published in (`None` for messages without the header).
+pub fn incarnation<M: Message>(message: &M) -> Option<i64> {
+    header(message, headers::INCARNATION).and_then(|v| v.parse().ok())
 }
 
 fn drain_commits(rx: &std_mpsc::Receiver<(String, i32, i64)>, pending: &mut Pending, wait: Duration) {
@@ -387,9 +485,11 @@ fn drain_commits(rx: &std_mpsc::Receiver<(String, i32, i64)>, pending: &mut Pend
     }
 }
 
+/// The latest commit of a partition wins: handlers commit each partition in the order they
+/// received it, so it is also the highest, except right after a re-created partition was
+/// rewound, when the old incarnation's higher offsets must not be committed over the new ones.
 fn record(pending: &mut Pending, topic: String, partition: i32, offset: i64) {
-    let slot = pending.entry((topic, partition)).or_insert(offset);
-    *slot = (*slot).max(offset);
+    pending.insert((topic, partition), offset);
 }
 
 fn flush_commits(consumer: &BaseConsumer, pending: &mut Pending, mode: CommitMode) {

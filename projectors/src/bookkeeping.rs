@@ -197,12 +197,13 @@ impl Applied {
         group: Option<&str>,
         events: &[Incoming],
     ) -> Result<(), ProjectorError> {
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        // Per partition, the next offset in the newest broker incarnation the batch holds.
+        let mut next: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
         if group.is_some() {
             for e in events {
-                if let Origin::Kafka { topic, partition, offset } = &e.origin {
-                    let n = next.entry((topic.as_str(), *partition)).or_insert(0);
-                    *n = (*n).max(offset + 1);
+                if let Origin::Kafka { topic, partition, offset, incarnation } = &e.origin {
+                    let n = next.entry((topic.as_str(), *partition)).or_insert((*incarnation, 0));
+                    *n = (*n).max((*incarnation, offset + 1));
                 }
             }
         }
@@ -210,7 +211,8 @@ impl Applied {
             return Ok(());
         }
         let (topics, partitions): (Vec<&str>, Vec<i32>) = next.keys().copied().unzip();
-        let offsets: Vec<i64> = next.values().copied().collect();
+        let incarnations: Vec<i64> = next.values().map(|(i, _)| *i).collect();
+        let offsets: Vec<i64> = next.values().map(|(_, o)| *o).collect();
         let totals: Vec<(&String, &Totals)> = self.totals.iter().filter(|(_, t)| t.applied > 0).collect();
         sqlx::query(
             "WITH progress AS (INSERT INTO projection_progress (projection, category, stream_id, version, position) \
@@ -224,10 +226,13 @@ impl Applied {
              last_position = GREATEST(s.last_position, EXCLUDED.last_position), \
              last_recorded_at = GREATEST(s.last_recorded_at, EXCLUDED.last_recorded_at), \
              last_applied_at = now()), \
-             offsets AS (INSERT INTO projector_offsets AS o (group_id, topic, partition, next_offset) \
-             SELECT $10, * FROM UNNEST($11::text[], $12::int[], $13::bigint[]) \
+             offsets AS (INSERT INTO projector_offsets AS o (group_id, topic, partition, next_offset, incarnation) \
+             SELECT $10, * FROM UNNEST($11::text[], $12::int[], $13::bigint[], $14::bigint[]) \
              ON CONFLICT (group_id, topic, partition) DO UPDATE \
-             SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()) \
+             SET next_offset = CASE WHEN EXCLUDED.incarnation > o.incarnation THEN EXCLUDED.next_offset \
+                                    WHEN EXCLUDED.incarnation = o.incarnation THEN GREATEST(o.next_offset, EXCLUDED.next_offset) \
+                                    ELSE o.next_offset END, \
+                 incarnation = GREATEST(o.incarnation, EXCLUDED.incarnation), updated_at = now()) \
              SELECT 1",
         )
         .bind(&self.keys)
@@ -243,6 +248,7 @@ impl Applied {
         .bind(&topics)
         .bind(&partitions)
         .bind(&offsets)
+        .bind(&incarnations)
         .execute(&mut *conn)
         .await?;
         Ok(())

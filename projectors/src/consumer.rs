@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer};
+use ordo_event_store::signing::SigningKey;
+use ordo_schemas::envelope::headers;
 use ordo_service::shutdown::Shutdown;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -51,9 +53,10 @@ pub async fn run_consumer(
     let topics = kafka::topics();
     let mut settings = ConsumerSettings::new(options.brokers.clone(), options.group_id.clone(), &topics);
     settings.buffer = options.batch_size.max(1) * 2;
+    let key = SigningKey::load(projector.pool()).await?;
     let mut consumer = EventConsumer::start(settings).map_err(|e| ProjectorError::Kafka(e.to_string()))?;
     tracing::info!(group = %options.group_id, "projector consumer started");
-    let mut stored: HashMap<(String, i32), i64> = HashMap::new();
+    let mut stored: HashMap<(String, i32), Stored> = HashMap::new();
     loop {
         let first = tokio::select! {
             _ = shutdown.wait() => break,
@@ -73,8 +76,11 @@ pub async fn run_consumer(
         }
         let incoming: Vec<Incoming> = batch
             .iter()
-            .filter(|m| m.offset() >= stored.get(&(m.topic().to_owned(), m.partition())).copied().unwrap_or(0))
-            .map(to_incoming)
+            .filter_map(|m| {
+                let slot = stored.entry((m.topic().to_owned(), m.partition())).or_default();
+                let incarnation = kafka::incarnation(m).unwrap_or(slot.incarnation);
+                slot.admits(m.offset(), incarnation).then(|| to_verified_incoming(m, incarnation, &key))
+            })
             .collect();
         let skipped = batch.len() - incoming.len();
         if skipped > 0 {
@@ -88,8 +94,10 @@ pub async fn run_consumer(
         let Some(stats) = stats else { break };
         tracing::debug!(applied = stats.applied, skipped = stats.skipped, "batch committed");
         for m in &batch {
-            let slot = stored.entry((m.topic().to_owned(), m.partition())).or_insert(0);
-            *slot = (*slot).max(m.offset() + 1);
+            let slot = stored.entry((m.topic().to_owned(), m.partition())).or_default();
+            if kafka::incarnation(m).unwrap_or(slot.incarnation) == slot.incarnation {
+                slot.next_offset = slot.next_offset.max(m.offset() + 1);
+            }
             consumer.commit(m);
         }
     }
@@ -123,9 +131,64 @@ async fn apply_with_retry(
     }
 }
 
+/// Where a partition's stored offset stands, and in which broker incarnation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub next_offset: i64,
+    pub incarnation: i64,
+}
+
+impl Stored {
+    /// Whether a message at `offset` of `incarnation` is still to be projected. One of a newer
+    /// incarnation than the stored offset's means the topic was re-created: the stored offset
+    /// counts messages of a partition that no longer exists, so it is dropped and the message
+    /// projected (already applied versions are skipped per stream). One of an older incarnation,
+    /// read again while a re-created partition is rewound, is projected too, for the same reason.
+    pub fn admits(&mut self, offset: i64, incarnation: i64) -> bool {
+        if incarnation > self.incarnation {
+            *self = Stored { next_offset: 0, incarnation };
+        }
+        incarnation < self.incarnation || offset >= self.next_offset
+    }
+}
+
+/// A message as an event to project, if the relay signed it with `key`; an unsigned or forged
+/// one is rejected (dead-lettered without parking a stream: a stream is not taken from a
+/// message nobody vouches for), and a malformed one becomes a poison event.
+///
+/// `incarnation` is the broker incarnation it counts in (its header's, or the partition's current
+/// one for a message without the header).
+pub fn to_verified_incoming(m: &OwnedMessage, incarnation: i64, key: &SigningKey) -> Incoming {
+    let payload = m.payload().unwrap_or_default();
+    let problem = match kafka::header(m, headers::SIGNATURE) {
+        None => Some("an unsigned message"),
+        Some(sig) if !key.verify(payload, sig) => Some("a message whose signature does not verify"),
+        Some(_) => None,
+    };
+    match problem {
+        None => to_incoming(m, incarnation),
+        Some(problem) => {
+            metrics::counter!("ordo_projector_forged_messages_total").increment(1);
+            tracing::warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                problem,
+                "message not signed by the relay, dead-lettered"
+            );
+            let origin = origin_of(m, incarnation);
+            Incoming::untrusted(origin, payload.to_vec(), problem.to_owned())
+        }
+    }
+}
+
+fn origin_of(m: &OwnedMessage, incarnation: i64) -> Origin {
+    Origin::Kafka { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), incarnation }
+}
+
 /// A message as an event to project; a malformed one becomes a poison event.
-pub fn to_incoming(m: &OwnedMessage) -> Incoming {
-    let origin = Origin::Kafka { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() };
+pub fn to_incoming(m: &OwnedMessage, incarnation: i64) -> Incoming {
+    let origin = origin_of(m, incarnation);
     let raw = m.payload().unwrap_or_default().to_vec();
     match kafka::decode(m) {
         Ok(envelope) => Incoming::from_envelope(&envelope, origin, raw),
@@ -133,21 +196,25 @@ pub fn to_incoming(m: &OwnedMessage) -> Incoming {
     }
 }
 
-async fn load_offsets(pool: &sqlx::PgPool, group: &str, stored: &mut HashMap<(String, i32), i64>) {
-    let rows = sqlx::query("SELECT topic, partition, next_offset FROM projector_offsets WHERE group_id = $1")
-        .bind(group)
-        .fetch_all(pool)
-        .await;
+async fn load_offsets(pool: &sqlx::PgPool, group: &str, stored: &mut HashMap<(String, i32), Stored>) {
+    let rows =
+        sqlx::query("SELECT topic, partition, next_offset, incarnation FROM projector_offsets WHERE group_id = $1")
+            .bind(group)
+            .fetch_all(pool)
+            .await;
     match rows {
         Ok(rows) => {
             for r in rows {
-                if let (Ok(t), Ok(p), Ok(o)) = (
+                if let (Ok(t), Ok(p), Ok(o), Ok(i)) = (
                     r.try_get::<String, _>("topic"),
                     r.try_get::<i32, _>("partition"),
                     r.try_get::<i64, _>("next_offset"),
+                    r.try_get::<i64, _>("incarnation"),
                 ) {
-                    let slot = stored.entry((t, p)).or_insert(o);
-                    *slot = (*slot).max(o);
+                    let slot = stored.entry((t, p)).or_default();
+                    if i > slot.incarnation || (i == slot.incarnation && o > slot.next_offset) {
+                        *slot = Stored { next_offset: o, incarnation: i };
+                    }
                 }
             }
         }

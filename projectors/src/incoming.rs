@@ -7,7 +7,13 @@ use ordo_schemas::{AnyEvent, EventEnvelope, StreamCategory, StreamRef};
 /// Where an event came from, for dead letters and offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    Kafka { topic: String, partition: i32, offset: i64 },
+    /// `incarnation`: the broker incarnation the relay published it in (0: not stamped).
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        incarnation: i64,
+    },
     Log,
 }
 
@@ -74,9 +80,17 @@ impl Incoming {
         Self { origin, category, stream, version: 0, position: 0, recorded_at: None, event: Err(error), raw }
     }
 
+    /// A Kafka message the relay did not sign: only its category (from the topic) is taken
+    /// from it, so it is dead-lettered without parking any stream.
+    pub fn untrusted(origin: Origin, raw: Vec<u8>, error: String) -> Self {
+        let mut incoming = Self::undecodable(origin, None, raw, error);
+        incoming.stream = None;
+        incoming
+    }
+
     /// A Kafka message value: an envelope when it parses, otherwise a poison event.
     pub fn from_kafka(topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) -> Self {
-        let origin = Origin::Kafka { topic: topic.to_owned(), partition, offset };
+        let origin = Origin::Kafka { topic: topic.to_owned(), partition, offset, incarnation: 0 };
         match serde_json::from_slice::<EventEnvelope>(payload) {
             Ok(env) => Self::from_envelope(&env, origin, payload.to_vec()),
             Err(e) => Self::undecodable(origin, key, payload.to_vec(), format!("not an event envelope: {e}")),
@@ -85,7 +99,7 @@ impl Incoming {
 
     pub(crate) fn kafka_origin(&self) -> (Option<&str>, Option<i32>, Option<i64>) {
         match &self.origin {
-            Origin::Kafka { topic, partition, offset } => (Some(topic.as_str()), Some(*partition), Some(*offset)),
+            Origin::Kafka { topic, partition, offset, .. } => (Some(topic.as_str()), Some(*partition), Some(*offset)),
             Origin::Log => (None, None, None),
         }
     }

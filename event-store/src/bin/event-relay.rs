@@ -7,9 +7,14 @@
 //! - `--ops-addr`, `ORDO_RELAY_OPS_ADDR`, `127.0.0.1:9101` (`/healthz`, `/readyz`, `/metrics`)
 //! - `--name`, `ORDO_RELAY_NAME`, `relay` (checkpoint and leader-lock name)
 //! - `--batch-size`, `ORDO_RELAY_BATCH_SIZE`, 500
-//! - `--poll-interval-ms`, `ORDO_RELAY_POLL_INTERVAL_MS`, 100
+//! - `--poll-interval-ms`, `ORDO_RELAY_POLL_INTERVAL_MS`, 1000 (a fallback: appends notify the
+//!   relay)
 //! - `--partitions`, `ORDO_RELAY_PARTITIONS`, 3 (for topics the relay creates)
 //! - `--delivery-timeout-ms`, `ORDO_RELAY_DELIVERY_TIMEOUT_MS`, 10000
+//! - `--leader-timeout-ms`, `ORDO_RELAY_LEADER_TIMEOUT_MS`, 15000 (a frozen leader is replaced
+//!   after this long)
+//! - `ORDO_EVENT_SIGNING_KEY` (environment only, never logged): the key messages are signed
+//!   with; unset, a random key kept in the database is used
 //!
 //! SIGTERM or Ctrl-C: the in-flight batch finishes and its checkpoint is saved, then it exits.
 
@@ -44,8 +49,8 @@ struct Args {
     /// Events read and published per batch.
     #[arg(long, env = "ORDO_RELAY_BATCH_SIZE", default_value_t = 500)]
     batch_size: i64,
-    /// Pause when the log has nothing new, in milliseconds.
-    #[arg(long, env = "ORDO_RELAY_POLL_INTERVAL_MS", default_value_t = 100)]
+    /// Longest pause when the log has nothing new, in milliseconds (appends wake the relay).
+    #[arg(long, env = "ORDO_RELAY_POLL_INTERVAL_MS", default_value_t = 1000)]
     poll_interval_ms: u64,
     /// Partitions of topics the relay creates when missing.
     #[arg(long, env = "ORDO_RELAY_PARTITIONS", default_value_t = 3)]
@@ -53,6 +58,9 @@ struct Args {
     /// How long a message may wait for an acknowledgement before its batch is retried.
     #[arg(long, env = "ORDO_RELAY_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
     delivery_timeout_ms: u64,
+    /// How long the leader's lock session may stay silent before a standby takes over.
+    #[arg(long, env = "ORDO_RELAY_LEADER_TIMEOUT_MS", default_value_t = 15_000)]
+    leader_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -61,6 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if let Err(e) = kafka::check_environment() {
         tracing::error!(error = %e, "invalid kafka settings");
+        std::process::exit(2);
+    }
+    if let Err(e) = ordo_event_store::signing::SigningKey::from_env() {
+        tracing::error!(error = %e, "invalid event signing key");
         std::process::exit(2);
     }
     let pool = connect(&args.database_url, 4).await?;
@@ -73,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: args.batch_size.max(1),
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+        leader_timeout: Duration::from_millis(args.leader_timeout_ms.max(1000)),
         ..RelayConfig::default()
     };
 

@@ -1,25 +1,40 @@
 //! The relay: publishes the event log to Kafka (a transactional outbox without a second table).
 //!
-//! - Reads the log with the commit-safe cursor ([`EventStore::read_all`]) from its checkpoint.
+//! - Reads the log by position from its checkpoint (positions follow commit order, ADR 0019).
+//!   It wakes on the notification every committed append batch sends (`ordo_log`), and polls
+//!   only as a fallback.
 //! - Publishes each event to its category topic, key = stream id, with an idempotent producer
-//!   (`acks=all`, at most 5 in flight, so a partition keeps the order it was given). The log
-//!   guarantees that `read_all` returns each stream's versions in order (`ordo_append` refuses a
-//!   transaction older than the stream's last writer), so a page is published as read.
+//!   (`acks=all`, at most 5 in flight, so a partition keeps the order it was given). Each message
+//!   carries the broker incarnation (`ordo-incarnation`) and an HMAC signature of its value
+//!   (`ordo-signature`, see [`crate::signing`]); the projectors apply only signed messages.
 //! - Waits until every delivery of a batch is acknowledged, and only then advances the
-//!   checkpoint. A failed batch is published again after a backoff (consumers deduplicate by
-//!   event id or stream version), topics are re-created if they vanished, and the producer is
-//!   rebuilt; the relay never skips ahead, however long the broker is away.
+//!   checkpoint, together with the offset its messages reached in each partition. A failed batch
+//!   is published again after a backoff (consumers deduplicate by stream version), missing topics
+//!   are created and the producer is rebuilt; the relay never skips ahead.
+//! - A broker that lost what was published (a partition shorter than the offset the relay
+//!   reached, a delivery below it, or a topic that had to be created again) starts a new
+//!   incarnation: the number goes up, the checkpoint goes back to the start of the log, and the
+//!   whole log is published again. Consumers that see a higher incarnation drop their stored
+//!   offsets for that partition and read it from its beginning (ADR 0021).
+//! - A stored event whose metadata does not decode is published with metadata rebuilt from its
+//!   columns, recorded in `relay_dead_letters`, logged and counted: its data, version and hashes
+//!   are intact and are what consumers act on, so going on is safe; stopping would stop every
+//!   consumer behind it for good, since the log cannot be changed.
 //! - One active relay per checkpoint name: the leader holds a Postgres session advisory lock on a
-//!   dedicated connection; standbys poll for it. The leader checks that connection before each
-//!   batch and writes its checkpoint through it, so a leader whose lock connection broke stops
-//!   publishing and cannot move the checkpoint.
+//!   dedicated connection; standbys poll for it. That session has `idle_session_timeout` set to
+//!   the leader timeout and the leader speaks on it every quarter of that, even while it waits
+//!   for the broker, so a frozen or cut-off leader loses the lock and a standby takes over. The
+//!   leader checks the session before each batch and writes its checkpoint through it, so a
+//!   leader whose session ended cannot move the checkpoint (ADR 0023).
 //!
 //! Metrics: `ordo_relay_events_published_total`, `ordo_relay_publish_errors_total`,
 //! `ordo_relay_lag_events`, `ordo_relay_lag_seconds`, `ordo_relay_is_leader`,
+//! `ordo_relay_incarnation`, `ordo_relay_republishes_total`, `ordo_relay_dead_letters_total`,
 //! `ordo_log_writer_lock_held_seconds`.
 
 mod publish;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +44,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 
 use crate::error::StoreError;
 use crate::kafka;
+use crate::signing::SigningKey;
 use crate::types::LogCursor;
 use crate::EventStore;
 
@@ -43,7 +59,9 @@ pub struct RelayConfig {
     pub partitions: i32,
     /// Events read and published per batch (default 500).
     pub batch_size: i64,
-    /// Sleep when the log has nothing new (default 100 ms).
+    /// The longest wait when the log has nothing new (default 1 s). Appends notify the relay
+    /// (channel `ordo_log`, one notification per committed batch), so this is only the fallback
+    /// when a notification is lost.
     pub poll_interval: Duration,
     /// How often a standby tries to take the lock (default 1 s).
     pub standby_interval: Duration,
@@ -51,6 +69,12 @@ pub struct RelayConfig {
     pub delivery_timeout: Duration,
     /// Longest wait between retries of a failing batch (default 5 s; starts at 100 ms).
     pub max_backoff: Duration,
+    /// How long the leader's lock session may stay silent before PostgreSQL ends it and a
+    /// standby takes over (default 15 s). The leader speaks on it every quarter of this, so
+    /// only a frozen or cut-off leader loses it.
+    pub leader_timeout: Duration,
+    /// How often the leader checks that the broker still holds what it published (default 5 s).
+    pub broker_check_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -60,10 +84,12 @@ impl Default for RelayConfig {
             brokers: kafka::DEFAULT_BROKERS.into(),
             partitions: 3,
             batch_size: 500,
-            poll_interval: Duration::from_millis(100),
+            poll_interval: Duration::from_secs(1),
             standby_interval: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            leader_timeout: Duration::from_secs(15),
+            broker_check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -77,6 +103,8 @@ pub enum RelayError {
     LockLost(sqlx::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the leader lock connection timed out")]
+    Silent,
 }
 
 /// What a running relay reports about itself (for tests and readiness checks).
@@ -182,6 +210,19 @@ impl Relay {
     async fn try_lock(&self, key: i64) -> Result<Option<PgConnection>, sqlx::Error> {
         let options = (*self.store.pool().connect_options()).clone().application_name("ordo-relay-lock");
         let mut conn = options.connect().await?;
+        // A leader that is frozen or cut off stops speaking on this session; PostgreSQL then ends
+        // it, which frees the lock for a standby (the keepalives cover a silent peer too).
+        let timeout_ms = self.config.leader_timeout.as_millis().max(1000).to_string();
+        let keepalive_s = (self.config.leader_timeout.as_secs() / 3).max(1).to_string();
+        sqlx::query(
+            "SELECT set_config('idle_session_timeout', $1, false), set_config('tcp_user_timeout', $1, false), \
+                    set_config('tcp_keepalives_idle', $2, false), set_config('tcp_keepalives_interval', $2, false), \
+                    set_config('tcp_keepalives_count', '3', false)",
+        )
+        .bind(&timeout_ms)
+        .bind(&keepalive_s)
+        .execute(&mut conn)
+        .await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
         if got {
             Ok(Some(conn))
@@ -194,75 +235,202 @@ impl Relay {
     /// Publishes while holding the lock held by `lock`. Returns `Ok` on shutdown.
     async fn lead(&self, mut lock: PgConnection, shutdown: &Shutdown) -> Result<(), RelayError> {
         let cfg = &self.config;
-        let Some(mut producer) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
-        let mut cursor = load_checkpoint(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
+        let key = SigningKey::load(self.store.pool()).await?;
+        let Some((mut producer, created)) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
+        let mut state = load_state(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
+        if !created.is_empty() && !state.partitions.is_empty() {
+            let reason = format!("topics {} were missing", created.join(", "));
+            state = self.new_incarnation(&mut lock, &reason).await?;
+        }
+        let mut listener = self.listen().await;
         let mut metrics_due = Instant::now();
+        let mut broker_check_due = Instant::now();
         let mut backoff = Backoff::new(cfg.max_backoff);
-        tracing::info!(relay = %cfg.name, position = cursor.position, "relay resuming");
+        tracing::info!(relay = %cfg.name, position = state.cursor.position, incarnation = state.incarnation, "relay resuming");
+        metrics::gauge!("ordo_relay_incarnation").set(state.incarnation as f64);
         loop {
             if Instant::now() >= metrics_due {
-                self.record_lag(cursor).await;
+                self.record_lag(state.cursor).await;
                 metrics_due = Instant::now() + Duration::from_secs(1);
             }
             if shutdown.is_triggered() {
                 return Ok(());
             }
-            let (page, next) = self.store.read_all(cursor, cfg.batch_size).await?;
+            if Instant::now() >= broker_check_due {
+                broker_check_due = Instant::now() + cfg.broker_check_interval;
+                if let Some(reason) =
+                    self.fenced(&mut lock, broker_lost_data(cfg, &producer, &state.partitions)).await?
+                {
+                    state = self.new_incarnation(&mut lock, &reason).await?;
+                }
+            }
+            let (page, next) = self.store.read_all(state.cursor, cfg.batch_size).await?;
             if page.is_empty() {
                 sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
-                tokio::select! {
-                    () = tokio::time::sleep(cfg.poll_interval) => {}
-                    () = shutdown.wait() => {}
+                if listener.is_none() {
+                    listener = self.listen().await;
+                }
+                let woken = match listener.as_mut() {
+                    Some(l) => tokio::select! {
+                        n = l.recv() => n.map(drop),
+                        () = self.fenced_sleep(&mut lock, cfg.poll_interval) => Ok(()),
+                        () = shutdown.wait() => Ok(()),
+                    },
+                    None => {
+                        tokio::select! {
+                            () = self.fenced_sleep(&mut lock, cfg.poll_interval) => {}
+                            () = shutdown.wait() => {}
+                        }
+                        Ok(())
+                    }
+                };
+                if let Err(e) = woken {
+                    tracing::debug!(relay = %cfg.name, error = %e, "log notifications lost, polling until they are back");
+                    listener = None;
                 }
                 continue;
             }
-            // The log keeps each stream's versions in commit-safe read order (`ordo_append`
-            // refuses an older transaction behind a newer writer), so a page is published as read.
+            // Positions follow commit order (appends serialise on the writer lock), so each
+            // stream's versions are in order in a page, which is published as read.
             // Fence: publish only while the lock connection is alive.
             sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
-            loop {
-                match publish::publish(&producer, &page).await {
-                    Ok(()) => {
+            let stamp = publish::Stamp { incarnation: state.incarnation, key: &key };
+            let published = loop {
+                match self.fenced(&mut lock, publish::publish(&producer, &page, &stamp)).await? {
+                    Ok(published) => {
                         backoff.reset();
-                        break;
+                        break Some(published);
                     }
                     Err(e) => {
                         metrics::counter!("ordo_relay_publish_errors_total").increment(1);
                         tracing::warn!(relay = %cfg.name, error = %e, events = page.len(), "publish failed, retrying batch");
-                        sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
-                        self.record_lag(cursor).await;
+                        self.record_lag(state.cursor).await;
                         tokio::select! {
-                            () = backoff.wait() => {}
+                            () = self.fenced_sleep(&mut lock, backoff.next()) => {}
                             () = shutdown.wait() => return Ok(()),
                         }
                         // The broker may have come back empty: re-create topics, rebuild the producer.
-                        if let Err(e) = kafka::ensure_topics(&cfg.brokers, cfg.partitions).await {
-                            tracing::warn!(relay = %cfg.name, error = %e, "cannot ensure topics");
-                        }
+                        let settings = kafka::TopicSettings::from_env().map_err(kafka::SetupError::from);
+                        let created = match settings {
+                            Ok(s) => {
+                                self.fenced(&mut lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions, s))
+                                    .await?
+                            }
+                            Err(e) => Err(e),
+                        };
                         producer = publish::producer(cfg)?;
+                        match created {
+                            Ok(created) if !created.is_empty() && !state.partitions.is_empty() => {
+                                let reason = format!("topics {} were missing", created.join(", "));
+                                state = self.new_incarnation(&mut lock, &reason).await?;
+                                break None; // the new incarnation starts from the beginning of the log
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(relay = %cfg.name, error = %e, "cannot ensure topics"),
+                        }
                     }
                 }
+            };
+            let Some(published) = published else { continue };
+            if let Some(d) = state.lost_by(&published.delivered) {
+                // Offsets below what this relay already reached: the partition was re-created
+                // since, and what it held before is gone.
+                let reason = format!("{} partition {} restarted at offset {}", d.topic, d.partition, d.offset);
+                state = self.new_incarnation(&mut lock, &reason).await?;
+                continue;
             }
-            save_checkpoint(&mut lock, &cfg.name, next).await.map_err(RelayError::LockLost)?;
-            let published = page.len() as u64;
-            metrics::counter!("ordo_relay_events_published_total").increment(published);
-            self.status.published.fetch_add(published, Ordering::SeqCst);
-            cursor = next;
+            for d in &published.dead_letters {
+                tracing::error!(relay = %cfg.name, position = d.position, stream = %d.stream_id, version = d.version,
+                    error = %d.error, "stored event metadata does not decode: published with substitute metadata, dead-lettered");
+            }
+            metrics::counter!("ordo_relay_dead_letters_total").increment(published.dead_letters.len() as u64);
+            state.record(&published.delivered, next);
+            save_progress(&mut lock, &cfg.name, &state, &published).await.map_err(RelayError::LockLost)?;
+            let count = page.len() as u64;
+            metrics::counter!("ordo_relay_events_published_total").increment(count);
+            self.status.published.fetch_add(count, Ordering::SeqCst);
         }
     }
 
-    /// Creates the topics (retrying until the broker answers) and the producer. `None` on
-    /// shutdown.
+    /// Listens for the log's notifications (one per committed append batch, channel
+    /// `ordo_log`); `None` when that fails, and the relay polls meanwhile.
+    async fn listen(&self) -> Option<sqlx::postgres::PgListener> {
+        let attempt = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(self.store.pool()).await?;
+            listener.listen("ordo_log").await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(relay = %self.config.name, error = %e, "cannot listen for log notifications, polling");
+                None
+            }
+        }
+    }
+
+    /// Runs `work` while speaking on the lock session every quarter of the leader timeout, so a
+    /// slow broker does not cost a live leader its lock. Fails when the session is gone.
+    async fn fenced<F: std::future::Future>(&self, lock: &mut PgConnection, work: F) -> Result<F::Output, RelayError> {
+        let beat = (self.config.leader_timeout / 4).max(Duration::from_millis(250));
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                () = tokio::time::sleep(beat) => {
+                    sqlx::query("SELECT 1").execute(&mut *lock).await.map_err(RelayError::LockLost)?;
+                }
+            }
+        }
+    }
+
+    /// Sleeps `d` while keeping the lock session alive; a failed beat ends the sleep early (the
+    /// next statement on the session reports it).
+    async fn fenced_sleep(&self, lock: &mut PgConnection, d: Duration) {
+        let _ = self.fenced(lock, tokio::time::sleep(d)).await;
+    }
+
+    /// Starts a new broker incarnation: the next incarnation number, the checkpoint back to the
+    /// start of the log and no partition offsets, in one statement on the lock session. The
+    /// relay then republishes the whole log; consumers skip what they already have by stream
+    /// version, and read re-created partitions from their beginning.
+    async fn new_incarnation(&self, lock: &mut PgConnection, reason: &str) -> Result<RelayState, RelayError> {
+        let name = &self.config.name;
+        let incarnation: i64 = sqlx::query_scalar(
+            "WITH p AS (DELETE FROM relay_partitions WHERE name = $1), \
+                  c AS (UPDATE checkpoints SET position = 0, updated_at = now() WHERE name = $1) \
+             INSERT INTO relay_incarnations AS i (name, incarnation, reason) VALUES ($1, 2, $2) \
+             ON CONFLICT (name) DO UPDATE SET incarnation = i.incarnation + 1, started_at = now(), reason = EXCLUDED.reason \
+             RETURNING incarnation",
+        )
+        .bind(name)
+        .bind(reason)
+        .fetch_one(&mut *lock)
+        .await
+        .map_err(RelayError::LockLost)?;
+        tracing::warn!(relay = %name, incarnation, reason, "the broker lost what was published: republishing the log from the start");
+        metrics::counter!("ordo_relay_republishes_total").increment(1);
+        metrics::gauge!("ordo_relay_incarnation").set(incarnation as f64);
+        Ok(RelayState { cursor: LogCursor::START, incarnation, partitions: HashMap::new() })
+    }
+
+    /// Creates the topics (retrying until the broker answers) and the producer; answers which
+    /// topics had to be created. `None` on shutdown.
     async fn prepare_kafka(
         &self,
         lock: &mut PgConnection,
         shutdown: &Shutdown,
-    ) -> Result<Option<rdkafka::producer::FutureProducer>, RelayError> {
+    ) -> Result<Option<(rdkafka::producer::FutureProducer, Vec<String>)>, RelayError> {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.max_backoff);
         loop {
-            match kafka::ensure_topics(&cfg.brokers, cfg.partitions).await {
-                Ok(()) => return Ok(Some(publish::producer(cfg)?)),
+            let settings = kafka::TopicSettings::from_env().map_err(kafka::SetupError::from);
+            let created = match settings {
+                Ok(s) => self.fenced(lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions, s)).await?,
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok(created) => return Ok(Some((publish::producer(cfg)?, created))),
                 Err(e) => {
                     metrics::counter!("ordo_relay_publish_errors_total").increment(1);
                     tracing::warn!(relay = %cfg.name, error = %e, "cannot create topics, retrying");
@@ -308,26 +476,169 @@ impl Relay {
     }
 }
 
-async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogCursor, sqlx::Error> {
-    let row = sqlx::query("SELECT position FROM checkpoints WHERE name = $1").bind(name).fetch_optional(conn).await?;
-    match row {
-        Some(r) => Ok(LogCursor::at(r.try_get("position")?)),
-        None => Ok(LogCursor::START),
+/// Where the leader is: its checkpoint, the broker incarnation it publishes to, and the next
+/// offset its messages reached in each partition of that incarnation.
+#[derive(Debug)]
+struct RelayState {
+    cursor: LogCursor,
+    incarnation: i64,
+    partitions: HashMap<(String, i32), Mark>,
+}
+
+/// How far the relay's messages reached in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    /// One past the highest offset delivered.
+    next_offset: i64,
+    /// One past the first offset of the latest batch delivered here: the lowest high watermark
+    /// a broker still holding that batch reports (some report the start of their last record
+    /// batch rather than its end, so `next_offset` would be too strict).
+    watermark_floor: i64,
+}
+
+impl RelayState {
+    /// The first delivery that landed below where this relay's messages already reached in its
+    /// partition, if any.
+    fn lost_by<'a>(&self, delivered: &'a [publish::Delivered]) -> Option<&'a publish::Delivered> {
+        delivered
+            .iter()
+            .find(|d| self.partitions.get(&(d.topic.to_owned(), d.partition)).is_some_and(|m| d.offset < m.next_offset))
+    }
+
+    fn record(&mut self, delivered: &[publish::Delivered], next: LogCursor) {
+        let mut batch: HashMap<(&str, i32), (i64, i64)> = HashMap::new();
+        for d in delivered {
+            let (lo, hi) = batch.entry((d.topic, d.partition)).or_insert((d.offset, d.offset));
+            *lo = (*lo).min(d.offset);
+            *hi = (*hi).max(d.offset);
+        }
+        for ((topic, partition), (lo, hi)) in batch {
+            let mark = Mark { next_offset: hi + 1, watermark_floor: lo + 1 };
+            let slot = self.partitions.entry((topic.to_owned(), partition)).or_insert(mark);
+            slot.next_offset = slot.next_offset.max(mark.next_offset);
+            slot.watermark_floor = slot.watermark_floor.max(mark.watermark_floor);
+        }
+        self.cursor = next;
     }
 }
 
-/// Writes the checkpoint through the lock connection, and never moves it backwards.
-async fn save_checkpoint(conn: &mut PgConnection, name: &str, cursor: LogCursor) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now() \
-         WHERE checkpoints.position < EXCLUDED.position",
+async fn load_state(conn: &mut PgConnection, name: &str) -> Result<RelayState, sqlx::Error> {
+    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let incarnation: i64 = sqlx::query_scalar(
+        "WITH i AS (INSERT INTO relay_incarnations (name, incarnation, reason) VALUES ($1, 1, 'first publication') \
+                    ON CONFLICT (name) DO NOTHING RETURNING incarnation) \
+         SELECT incarnation FROM i UNION ALL SELECT incarnation FROM relay_incarnations WHERE name = $1 LIMIT 1",
     )
     .bind(name)
-    .bind(cursor.position)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows =
+        sqlx::query("SELECT topic, partition, next_offset, watermark_floor FROM relay_partitions WHERE name = $1")
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut partitions = HashMap::new();
+    for r in rows {
+        let mark = Mark { next_offset: r.try_get("next_offset")?, watermark_floor: r.try_get("watermark_floor")? };
+        partitions.insert((r.try_get("topic")?, r.try_get("partition")?), mark);
+    }
+    Ok(RelayState { cursor: position.map_or(LogCursor::START, LogCursor::at), incarnation, partitions })
+}
+
+/// Writes the checkpoint (never backwards), the partitions' next offsets and the batch's dead
+/// letters through the lock connection, in one statement.
+async fn save_progress(
+    conn: &mut PgConnection,
+    name: &str,
+    state: &RelayState,
+    published: &publish::Published,
+) -> Result<(), sqlx::Error> {
+    let topics: Vec<&str> = state.partitions.keys().map(|(t, _)| t.as_str()).collect();
+    let parts: Vec<i32> = state.partitions.keys().map(|(_, p)| *p).collect();
+    let offsets: Vec<i64> = state.partitions.values().map(|m| m.next_offset).collect();
+    let floors: Vec<i64> = state.partitions.values().map(|m| m.watermark_floor).collect();
+    let dl = &published.dead_letters;
+    sqlx::query(
+        "WITH c AS (INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
+                    ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now() \
+                    WHERE checkpoints.position < EXCLUDED.position), \
+              p AS (INSERT INTO relay_partitions AS r (name, topic, partition, next_offset, watermark_floor) \
+                    SELECT $1, t, n, o, f FROM unnest($3::text[], $4::int4[], $5::int8[], $11::int8[]) AS x(t, n, o, f) \
+                    ON CONFLICT (name, topic, partition) DO UPDATE \
+                    SET next_offset = GREATEST(r.next_offset, EXCLUDED.next_offset), \
+                        watermark_floor = GREATEST(r.watermark_floor, EXCLUDED.watermark_floor)) \
+         INSERT INTO relay_dead_letters (position, category, stream_id, version, error) \
+         SELECT * FROM unnest($6::int8[], $7::text[], $8::uuid[], $9::int8[], $10::text[]) \
+         ON CONFLICT (position) DO NOTHING",
+    )
+    .bind(name)
+    .bind(state.cursor.position)
+    .bind(&topics)
+    .bind(&parts)
+    .bind(&offsets)
+    .bind(dl.iter().map(|d| d.position).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.category).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.stream_id).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.version).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.error.as_str()).collect::<Vec<_>>())
+    .bind(&floors)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Why the broker no longer holds what this relay published, if it does not: a partition whose
+/// high watermark is below the offset this relay's messages reached, or one of the topics gone.
+/// A broker that cannot be asked gives no answer (the publish path finds out).
+async fn broker_lost_data(
+    cfg: &RelayConfig,
+    producer: &rdkafka::producer::FutureProducer,
+    partitions: &HashMap<(String, i32), Mark>,
+) -> Option<String> {
+    if partitions.is_empty() {
+        return None;
+    }
+    let producer = producer.clone();
+    let partitions = partitions.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        let mut missing = false;
+        for ((topic, partition), mark) in &partitions {
+            match producer.client().fetch_watermarks(topic, *partition, Duration::from_secs(5)) {
+                Ok((_, high)) if high < mark.watermark_floor => {
+                    let next = mark.next_offset;
+                    return Err(format!(
+                        "{topic} partition {partition} ends at {high}, the relay's messages reached {next}"
+                    ));
+                }
+                Ok(_) => {}
+                Err(
+                    rdkafka::error::KafkaError::MetadataFetch(code) | rdkafka::error::KafkaError::OffsetFetch(code),
+                ) if code == rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition => {
+                    missing = true;
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(missing)
+    })
+    .await
+    .unwrap_or(Ok(false));
+    match found {
+        Err(reason) => Some(reason),
+        Ok(false) => None,
+        Ok(true) => {
+            // A topic is gone: create it, and say so if it really was missing.
+            let settings = kafka::TopicSettings::from_env().ok()?;
+            match kafka::create_missing_topics(&cfg.brokers, cfg.partitions, settings).await {
+                Ok(created) if !created.is_empty() => Some(format!("topics {} were missing", created.join(", "))),
+                _ => None,
+            }
+        }
+    }
 }
 
 /// Exponential backoff from 100 ms up to a ceiling.
@@ -346,7 +657,13 @@ impl Backoff {
     }
 
     async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
+        tokio::time::sleep(self.next()).await;
+    }
+
+    /// The wait before the next retry; the one after is twice as long, up to the ceiling.
+    fn next(&mut self) -> Duration {
+        let d = self.next;
         self.next = (self.next * 2).min(self.max);
+        d
     }
 }

@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+use ordo_schemas::envelope::{headers, Actor, EventMetadata, RecordedMetadata};
+use ordo_schemas::EventEnvelope;
 use rdkafka::error::KafkaError;
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::RelayConfig;
-use crate::error::StoreError;
 use crate::kafka;
+use crate::signing::SigningKey;
 use crate::types::RecordedEvent;
 
 /// Why a batch was not fully acknowledged.
@@ -18,8 +21,6 @@ pub(crate) enum PublishError {
     Kafka(#[from] KafkaError),
     #[error("delivery future dropped by the producer")]
     Canceled,
-    #[error("event cannot be enveloped: {0}")]
-    Envelope(#[from] StoreError),
     #[error("event cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -29,14 +30,64 @@ pub(crate) fn producer(cfg: &RelayConfig) -> Result<FutureProducer, KafkaError> 
     kafka::producer_config(&cfg.brokers, cfg.delivery_timeout).set("client.id", format!("ordo-{}", cfg.name)).create()
 }
 
-/// Produces `events` in order and waits for all deliveries. Succeeds only if every message
-/// was acknowledged; otherwise returns the first error after every delivery settled.
-pub(crate) async fn publish(producer: &FutureProducer, events: &[RecordedEvent]) -> Result<(), PublishError> {
+/// Where one message landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub topic: &'static str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A stored event whose metadata does not decode: it was published with substitute metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetter {
+    pub position: i64,
+    pub category: &'static str,
+    pub stream_id: uuid::Uuid,
+    pub version: i64,
+    pub error: String,
+}
+
+/// What a fully acknowledged batch produced.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    pub delivered: Vec<Delivered>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// What a message carries besides the envelope.
+pub(crate) struct Stamp<'a> {
+    pub incarnation: i64,
+    pub key: &'a SigningKey,
+}
+
+/// Produces `events` in order, stamped with the incarnation and signed, and waits for all
+/// deliveries. Succeeds only if every message was acknowledged; otherwise returns the first
+/// error after every delivery settled.
+pub(crate) async fn publish(
+    producer: &FutureProducer,
+    events: &[RecordedEvent],
+    stamp: &Stamp<'_>,
+) -> Result<Published, PublishError> {
     let mut deliveries = Vec::with_capacity(events.len());
+    let mut dead_letters = Vec::new();
+    let incarnation = stamp.incarnation.to_string();
     // One span per event, child of the request that wrote it, ended when the batch settled.
     let mut spans = Vec::with_capacity(if ordo_service::telemetry::exporting() { events.len() } else { 0 });
     for event in events {
-        let envelope = event.to_envelope()?;
+        let envelope = match event.to_envelope() {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                dead_letters.push(DeadLetter {
+                    position: event.position,
+                    category: event.stream.category.as_str(),
+                    stream_id: event.stream.id,
+                    version: event.version,
+                    error: e.to_string(),
+                });
+                substitute_envelope(event)
+            }
+        };
         if ordo_service::telemetry::exporting() {
             let meta = &envelope.metadata.metadata;
             let span = tracing::info_span!("relay_publish", otel.kind = "producer", event_id = %meta.event_id,
@@ -45,14 +96,20 @@ pub(crate) async fn publish(producer: &FutureProducer, events: &[RecordedEvent])
             spans.push(span);
         }
         let encoded = kafka::encode(&envelope)?;
+        let signature = stamp.key.sign(&encoded.payload);
+        let headers = encoded
+            .headers
+            .clone()
+            .insert(Header { key: headers::INCARNATION, value: Some(incarnation.as_str()) })
+            .insert(Header { key: headers::SIGNATURE, value: Some(signature.as_str()) });
         let mut record = FutureRecord::to(encoded.topic)
             .key(encoded.key.as_str())
             .payload(encoded.payload.as_slice())
-            .headers(encoded.headers.clone());
+            .headers(headers);
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
-                    deliveries.push(delivery);
+                    deliveries.push((encoded.topic, delivery));
                     break;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
@@ -61,7 +118,7 @@ pub(crate) async fn publish(producer: &FutureProducer, events: &[RecordedEvent])
                 }
                 Err((e, _)) => {
                     // Let what was enqueued settle before reporting, so nothing is left in flight.
-                    for d in deliveries {
+                    for (_, d) in deliveries {
                         let _ = d.await;
                     }
                     return Err(e.into());
@@ -70,13 +127,45 @@ pub(crate) async fn publish(producer: &FutureProducer, events: &[RecordedEvent])
         }
     }
     let mut first_error = None;
-    for delivery in deliveries {
+    let mut delivered = Vec::with_capacity(deliveries.len());
+    for (topic, delivery) in deliveries {
         let outcome = match delivery.await {
-            Ok(Ok(_)) => continue,
+            Ok(Ok(d)) => {
+                delivered.push(Delivered { topic, partition: d.partition, offset: d.offset });
+                continue;
+            }
             Ok(Err((e, _))) => PublishError::Kafka(e),
             Err(_) => PublishError::Canceled,
         };
         first_error.get_or_insert(outcome);
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(Published { delivered, dead_letters }), Err)
+}
+
+/// The envelope of an event whose stored metadata does not decode: its data, version and hashes
+/// as stored (all a consumer acts on), with metadata rebuilt from its columns: its event id,
+/// itself as the correlation, the system as the actor, no trace.
+fn substitute_envelope(event: &RecordedEvent) -> EventEnvelope {
+    EventEnvelope {
+        position: event.position,
+        category: event.stream.category,
+        stream_id: event.stream.id,
+        version: event.version,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        data: event.data.clone(),
+        metadata: RecordedMetadata {
+            metadata: EventMetadata {
+                event_id: event.event_id,
+                correlation_id: event.event_id,
+                causation_id: None,
+                actor: Actor::system(),
+                traceparent: None,
+                tracestate: None,
+            },
+            recorded_at: event.recorded_at,
+        },
+        hash: hex::encode(&event.hash),
+        prev_hash: event.prev_hash.as_ref().map(hex::encode),
+    }
 }

@@ -155,6 +155,10 @@ async fn assert_matches_log(store: &EventStore, received: &[EventEnvelope]) {
     }
 }
 
+async fn incarnation(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT incarnation FROM relay_incarnations WHERE name = 'relay'").fetch_one(pool).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_appended_by_concurrent_writers_reaches_kafka_in_stream_version_order() {
     let db = TestDb::new().await;
@@ -172,6 +176,8 @@ async fn every_event_appended_by_concurrent_writers_reaches_kafka_in_stream_vers
     assert_matches_log(&db.store(), &received).await;
     let ids_on_kafka: HashSet<Uuid> = received.iter().map(|e| e.metadata.metadata.event_id).collect();
     assert_eq!(ids_on_kafka, ids, "kafka holds exactly the appended events");
+    tokio::time::sleep(Duration::from_secs(6)).await; // at least one broker check while idle
+    assert_eq!(incarnation(&db.pool).await, 1, "a healthy broker is never taken for one that lost data");
     eprintln!(
         "relay: 2000 events appended in {appended_in:?}, all acknowledged after {published_in:?}, {duplicates} duplicates"
     );
@@ -284,5 +290,203 @@ async fn a_leader_whose_lock_connection_is_killed_steps_down_and_publishing_cont
     ids.extend(append_concurrently(&db.store(), 100, 10, 2).await);
     let received = consume_until(&broker.bootstrap(), &ids, Duration::from_secs(60)).await;
     assert_stream_order(&received);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_comes_back_empty_is_given_the_whole_log_again_under_a_new_incarnation() {
+    let db = TestDb::new().await;
+    let mut broker = Broker::start().await;
+    let relay = spawn_relay(db.store(), config(&broker, 100));
+    let before = append_concurrently(&db.store(), 150, 10, 2).await;
+    wait_until("the first events are published", Duration::from_secs(60), || relay.status.published() >= 150).await;
+
+    broker.restart().await; // in-memory storage: everything published is gone, offsets too
+    let after = append_concurrently(&db.store(), 30, 5, 2).await;
+
+    // A consumer that starts now must find every event of the log, not only the new ones.
+    let mut all = before.clone();
+    all.extend(after);
+    let received = consume_until(&broker.bootstrap(), &all, Duration::from_secs(90)).await;
+    assert_stream_order(&received);
+    assert_matches_log(&db.store(), &received).await;
+    let incarnation = incarnation(&db.pool).await;
+    assert!(incarnation >= 2, "the relay counted a new broker incarnation, got {incarnation}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_message_is_signed_and_stamped_with_the_incarnation() {
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let relay = spawn_relay(db.store(), config(&broker, 100));
+    let ids = append_concurrently(&db.store(), 20, 4, 1).await;
+    let key = ordo_event_store::signing::SigningKey::load(&db.pool).await.unwrap();
+    let settings = ConsumerSettings::new(broker.bootstrap(), format!("test-{}", Uuid::new_v4()), &kafka::topics());
+    let mut consumer = EventConsumer::start(settings).expect("consumer");
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ids.is_subset(&seen) {
+        assert!(Instant::now() < deadline, "not every event arrived");
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            use rdkafka::Message;
+            let signature = kafka::header(&m, "ordo-signature").expect("a signature header");
+            assert!(key.verify(m.payload().unwrap_or_default(), signature), "the signature verifies with the key");
+            assert_eq!(kafka::incarnation(&m), Some(1));
+            seen.insert(kafka::decode(&m).unwrap().metadata.metadata.event_id);
+        }
+    }
+    consumer.shutdown().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_event_whose_metadata_does_not_decode_is_published_dead_lettered_and_the_relay_goes_on() {
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let store = db.store();
+    let stream = StreamRef::new(StreamCategory::Product, Uuid::new_v4());
+    store.append(stream, ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+    let bad_id = Uuid::new_v4();
+    let mut bad = event(2);
+    bad.metadata.event_id = bad_id;
+    store.append(stream, ExpectedVersion::Any, vec![bad]).await.unwrap();
+    // Damage the stored metadata of version 2 as only someone bypassing the log's guard could.
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    sqlx::query("UPDATE events SET metadata = '{\"actor\": 42}' WHERE event_id = $1")
+        .bind(bad_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut later = HashSet::new();
+    let e3 = event(3);
+    later.insert(e3.metadata.event_id);
+    store.append(stream, ExpectedVersion::Any, vec![e3]).await.unwrap();
+
+    let relay = spawn_relay(store.clone(), config(&broker, 100));
+    later.insert(bad_id);
+    let received = consume_until(&broker.bootstrap(), &later, Duration::from_secs(60)).await;
+    let versions: Vec<i64> = received.iter().filter(|e| e.stream() == stream).map(|e| e.version).collect();
+    assert_eq!(versions, vec![1, 2, 3], "the relay went on past the damaged event, in order");
+    let dead: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, error FROM relay_dead_letters").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
+    assert_eq!(dead[0].0, 2);
+    relay.stop().await;
+}
+
+/// The ops address of an `event-relay` process and the process itself.
+struct RelayProcess {
+    child: tokio::process::Child,
+    ops: String,
+}
+
+impl RelayProcess {
+    fn spawn(db_url: &str, broker: &Broker) -> Self {
+        let ops = format!("127.0.0.1:{}", ordo_event_store::testing::free_port());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-relay"))
+            .env("DATABASE_URL", db_url)
+            .env("KAFKA_BROKERS", broker.bootstrap())
+            .env("ORDO_RELAY_OPS_ADDR", &ops)
+            .env("ORDO_RELAY_POLL_INTERVAL_MS", "20")
+            .env_remove("ORDO_RELAY_LEADER_TIMEOUT_MS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start event-relay");
+        Self { child, ops }
+    }
+
+    async fn is_leader(&self) -> bool {
+        let Ok(r) = reqwest::get(format!("http://{}/metrics", self.ops)).await else { return false };
+        let text = r.text().await.unwrap_or_default();
+        text.lines().any(|l| l.starts_with("ordo_relay_is_leader ") && l.trim_end().ends_with(" 1"))
+    }
+
+    async fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = tokio::process::Command::new("kill").args([sig, &pid]).status().await.unwrap();
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_leader_is_replaced_within_30_s_and_on_waking_neither_publishes_out_of_order_nor_moves_the_checkpoint()
+{
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let url = db.url.clone();
+    let a = RelayProcess::spawn(&url, &broker);
+    let b = RelayProcess::spawn(&url, &broker);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (leader, standby) = loop {
+        if a.is_leader().await {
+            break (a, b);
+        }
+        if b.is_leader().await {
+            break (b, a);
+        }
+        assert!(Instant::now() < deadline, "no relay process became leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut ids = append_concurrently(&db.store(), 100, 10, 2).await;
+    consume_until(&broker.bootstrap(), &ids, Duration::from_secs(60)).await;
+
+    leader.signal("-STOP").await;
+    let frozen_at = Instant::now();
+    let during = append_concurrently(&db.store(), 100, 10, 2).await;
+    let _ = consume_until(&broker.bootstrap(), &during, Duration::from_secs(30)).await;
+    let visible_after = frozen_at.elapsed();
+    eprintln!("relay | events appended after the leader froze were on kafka {visible_after:.1?} after the freeze");
+    assert!(standby.is_leader().await, "the standby leads");
+    ids.extend(during);
+
+    let checkpoint = || async {
+        sqlx::query_scalar::<_, i64>("SELECT position FROM checkpoints WHERE name = 'relay'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    let before_wake = checkpoint().await;
+    leader.signal("-CONT").await;
+    ids.extend(append_concurrently(&db.store(), 50, 10, 2).await);
+    let mut last = before_wake;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let now = checkpoint().await;
+        if now < last {
+            let why: Vec<(i64, String)> =
+                sqlx::query_as("SELECT incarnation, reason FROM relay_incarnations").fetch_all(&db.pool).await.unwrap();
+            panic!("the checkpoint moved backwards from {last} to {now}: {why:?}");
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!leader.is_leader().await, "the woken leader stood down");
+    assert_eq!(incarnation(&db.pool).await, 1, "a freeze is not mistaken for a broker that lost data");
+    assert!(standby.is_leader().await, "the new leader still leads");
+    let received = consume_until(&broker.bootstrap(), &ids, Duration::from_secs(60)).await;
+    assert_stream_order(&received);
+    assert_matches_log(&db.store(), &received).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_wakes_an_idle_relay_long_before_its_poll_interval() {
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let relay = spawn_relay(db.store(), RelayConfig { poll_interval: Duration::from_secs(10), ..config(&broker, 100) });
+    let first = append_concurrently(&db.store(), 1, 1, 1).await;
+    consume_until(&broker.bootstrap(), &first, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the relay is idle, waiting
+    let published = relay.status.published();
+    let appended = Instant::now();
+    append_concurrently(&db.store(), 1, 1, 1).await;
+    wait_until("the relay published the new event", Duration::from_secs(5), || relay.status.published() > published)
+        .await;
+    eprintln!("relay | an append was published {:.1?} after it committed (poll interval 10 s)", appended.elapsed());
     relay.stop().await;
 }

@@ -1,20 +1,25 @@
 //! Hostile messages on every `ordo.*` topic of a real broker: malformed JSON, truncated
 //! envelopes, unknown event types, future schema versions, wrong keys, empty and missing
-//! payloads. The live projector dead-letters each one (parking the stream its key names), keeps
-//! applying every other stream, and never stops.
+//! payloads, signed with the event signing key as if the relay had gone wrong. The live projector
+//! dead-letters each one (parking the stream its key names), keeps applying every other stream,
+//! and never stops. A well-formed message nobody signed is dead-lettered without parking
+//! anything, and the real event at its version is applied.
 
 use std::time::{Duration, Instant};
 
 use ordo_domain::Product;
 use ordo_event_store::kafka::{producer_config, topics};
 use ordo_event_store::relay::{Relay, RelayConfig};
+use ordo_event_store::signing::SigningKey;
 use ordo_event_store::testing::Broker;
 use ordo_event_store::EventStore;
 use ordo_projectors::consumer::{run_consumer, ConsumerOptions};
 use ordo_projectors::testing::{diff_against_fold, eur, exec, Workload};
 use ordo_projectors::{Projector, Target};
-use ordo_schemas::{ListProduct, Sku, StreamCategory, StreamRef};
+use ordo_schemas::envelope::headers;
+use ordo_schemas::{ChangePrice, ListProduct, Sku, StreamCategory, StreamRef};
 use ordo_service::shutdown::Shutdown;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
@@ -53,6 +58,135 @@ async fn hostile_messages(store: &EventStore, victim: StreamRef) -> Vec<Hostile>
     ]
 }
 
+/// Produces `h` to its category's topic, signed with `key` when given; where it landed.
+async fn produce(
+    producer: &FutureProducer,
+    category: StreamCategory,
+    h: &Hostile,
+    key: Option<&SigningKey>,
+) -> (i32, i64) {
+    let mut record = FutureRecord::<str, [u8]>::to(category.topic());
+    if let Some(k) = &h.key {
+        record = record.key(k.as_str());
+    }
+    if let Some(p) = &h.payload {
+        record = record.payload(p.as_slice());
+    }
+    if let Some(key) = key {
+        let signature = key.sign(h.payload.as_deref().unwrap_or_default());
+        let signed = OwnedHeaders::new().insert(Header { key: headers::SIGNATURE, value: Some(signature.as_str()) });
+        record = record.headers(signed);
+    }
+    let delivery = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    (delivery.partition, delivery.offset)
+}
+
+fn listing(product_id: Uuid, merchant_id: Uuid, sku: &str) -> ListProduct {
+    ListProduct {
+        product_id,
+        merchant_id,
+        sku: Sku::parse(sku).unwrap(),
+        name: sku.to_lowercase(),
+        description: None,
+        price: eur(100),
+        initial_stock: 5,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_well_formed_message_the_relay_did_not_sign_is_dead_lettered_and_the_real_event_at_its_version_applied() {
+    let db = db().await;
+    let store = db.store();
+    let mut broker = Broker::start().await;
+    broker.create_topics(&topics(), 3).await;
+    let relay_config =
+        RelayConfig { brokers: broker.bootstrap(), poll_interval: Duration::from_millis(20), ..Default::default() };
+    let relay = Relay::new(db.store(), relay_config);
+    let relay_stop = Shutdown::new();
+    let s = relay_stop.clone();
+    let relay = tokio::spawn(async move { relay.run(s).await });
+    let stop = Shutdown::new();
+    let options = ConsumerOptions { brokers: broker.bootstrap(), group_id: "forged".into(), batch_size: 20 };
+    let (projector, s) = (Projector::new(db.pool.clone(), Target::all_live()), stop.clone());
+    let consumer = tokio::spawn(async move { run_consumer(projector, options, s).await });
+
+    let merchant = Uuid::new_v4();
+    let (victim, decoy) = (Uuid::new_v4(), Uuid::new_v4());
+    let product = |id| StreamRef::new(StreamCategory::Product, id);
+    exec::<Product>(&store, product(victim), listing(victim, merchant, "VICTIM-2").into()).await.unwrap();
+    exec::<Product>(&store, product(decoy), listing(decoy, merchant, "DECOY-2").into()).await.unwrap();
+    // a real price change of another product, re-aimed at the victim's next version: well formed
+    exec::<Product>(&store, product(decoy), ChangePrice { price: eur(1) }.into()).await.unwrap();
+    let model = store.read_stream(product(decoy), 2).await.unwrap().pop().unwrap();
+    let mut forged = serde_json::to_value(model.to_envelope().unwrap()).unwrap();
+    forged["stream_id"] = serde_json::json!(victim);
+    forged["version"] = serde_json::json!(2);
+    forged["metadata"]["event_id"] = serde_json::json!(Uuid::new_v4());
+    let applied = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, i64)>("SELECT version, price_minor FROM rm_products WHERE product_id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while applied(victim).await.is_none() {
+        assert!(Instant::now() < deadline, "the victim was never listed in the catalog");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let producer: FutureProducer = producer_config(&broker.bootstrap(), Duration::from_secs(10)).create().unwrap();
+    let h = Hostile {
+        what: "a well-formed price change nobody signed",
+        key: Some(victim.to_string()),
+        payload: Some(serde_json::to_vec(&forged).unwrap()),
+    };
+    let (partition, offset) = produce(&producer, StreamCategory::Product, &h, None).await;
+    let dead = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM dead_letters WHERE topic = 'ordo.products' AND partition = $1 AND kafka_offset = $2",
+            )
+            .bind(partition)
+            .bind(offset)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the forged message was not dead-lettered; catalog: {:?}",
+            applied(victim).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the real version 2 of the victim comes after the forgery
+    exec::<Product>(&store, product(victim), ChangePrice { price: eur(250) }.into()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = applied(victim).await;
+        if now == Some((2, 250)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the real version 2 was not applied: {now:?} (a forgery was taken for it)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_streams").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(parked, 0, "a message nobody signed parks nothing");
+
+    stop.trigger();
+    consumer.await.unwrap().unwrap();
+    relay_stop.trigger();
+    let _ = relay.await;
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_messages_on_every_topic_are_dead_lettered_and_every_other_stream_keeps_being_applied() {
     let db = db().await;
@@ -74,16 +208,8 @@ async fn hostile_messages_on_every_topic_are_dead_lettered_and_every_other_strea
     let mut w = Workload::setup(&store, 2, 2).await;
     let victim_order = w.order(&store, 0).await; // stays pending
     let victim_product = Uuid::new_v4(); // not part of the workload, so nothing else touches it
-    let listing = ListProduct {
-        product_id: victim_product,
-        merchant_id: w.merchants[0],
-        sku: Sku::parse("VICTIM-1").unwrap(),
-        name: "victim".into(),
-        description: None,
-        price: eur(100),
-        initial_stock: 5,
-    };
-    exec::<Product>(&store, StreamRef::new(StreamCategory::Product, victim_product), listing.into()).await.unwrap();
+    let listed = listing(victim_product, w.merchants[0], "VICTIM-1");
+    exec::<Product>(&store, StreamRef::new(StreamCategory::Product, victim_product), listed.into()).await.unwrap();
     let victims = [
         (StreamCategory::Customer, w.customers[0]),
         (StreamCategory::Merchant, w.merchants[0]),
@@ -91,18 +217,12 @@ async fn hostile_messages_on_every_topic_are_dead_lettered_and_every_other_strea
         (StreamCategory::Order, victim_order),
     ];
     let producer: FutureProducer = producer_config(&broker.bootstrap(), Duration::from_secs(10)).create().unwrap();
+    let key = SigningKey::load(&db.pool).await.unwrap();
     let mut produced = Vec::new();
     for (category, id) in victims {
         for h in hostile_messages(&store, StreamRef::new(category, id)).await {
-            let mut record = FutureRecord::<str, [u8]>::to(category.topic());
-            if let Some(k) = &h.key {
-                record = record.key(k.as_str());
-            }
-            if let Some(p) = &h.payload {
-                record = record.payload(p.as_slice());
-            }
-            let delivery = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
-            produced.push((category, h.what, delivery.partition, delivery.offset));
+            let (partition, offset) = produce(&producer, category, &h, Some(&key)).await;
+            produced.push((category, h.what, partition, offset));
         }
     }
     // good traffic on other streams after the garbage

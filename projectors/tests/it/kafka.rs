@@ -5,12 +5,15 @@ use std::time::{Duration, Instant};
 use ordo_domain::Order;
 use ordo_event_store::kafka::{producer_config, topics};
 use ordo_event_store::relay::{Relay, RelayConfig};
+use ordo_event_store::signing::SigningKey;
 use ordo_event_store::testing::{Broker, TestDb};
 use ordo_projectors::consumer::{run_consumer, ConsumerOptions};
 use ordo_projectors::testing::{diff_against_fold, exec, snapshot, wait_caught_up, Workload};
 use ordo_projectors::{projection_status, retry_parked, Projector, Target};
+use ordo_schemas::envelope::headers;
 use ordo_schemas::{ConfirmOrder, StreamCategory, StreamRef};
 use ordo_service::shutdown::Shutdown;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::Row;
 use tokio::task::JoinHandle;
@@ -111,6 +114,56 @@ async fn the_live_projection_through_the_broker_equals_the_fold_and_redelivery_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_projector_converges_after_the_broker_comes_back_empty() {
+    let db = db().await;
+    let mut stack = stack(&db).await;
+    let store = db.store();
+    let mut w = Workload::setup(&store, 3, 2).await;
+    let (stop, task) = consumer(&db, stack.broker.bootstrap(), "ordo-projectors", 20);
+    for n in 0..30 {
+        w.order(&store, n).await;
+    }
+    wait_caught_up(&db.pool, Duration::from_secs(60)).await;
+    assert!(offsets_total(&db.pool, "ordo-projectors").await > 0);
+
+    // The broker loses everything: topics, messages, committed offsets, producer ids.
+    stack.broker.restart().await;
+    for n in 30..60 {
+        w.order(&store, n).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let diff = diff_against_fold(&db.pool, &w).await;
+        if diff.is_empty() {
+            break;
+        }
+        assert!(!task.is_finished(), "the projector stopped");
+        if Instant::now() > deadline {
+            let incarnations: Vec<(i64, String)> =
+                sqlx::query_as("SELECT incarnation, reason FROM relay_incarnations").fetch_all(&db.pool).await.unwrap();
+            let offsets: Vec<(String, i32, i64, i64)> = sqlx::query_as(
+                "SELECT topic, partition, next_offset, incarnation FROM projector_offsets ORDER BY 1, 2",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            panic!(
+                "the read models never converged after the broker came back empty: {} differences, first {:?}; \
+                 relay incarnations {incarnations:?}; projector offsets {offsets:?}",
+                diff.len(),
+                diff.first()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(dead, 0, "republished messages are signed and skipped by version, never dead-lettered");
+    stop.trigger();
+    task.await.unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_aborted_mid_batch_and_restarted_ends_equal_to_the_fold() {
     let db = db().await;
     let stack = stack(&db).await;
@@ -159,8 +212,11 @@ async fn a_poison_message_parks_only_its_stream_and_retry_parked_applies_it_from
         producer_config(&stack.broker.bootstrap(), Duration::from_secs(10)).create().unwrap();
     let key = victim.to_string();
     let garbage = b"{\"this is\": not an envelope".to_vec();
+    // signed, as if the relay itself had published it: a poison event, not a forgery
+    let signature = SigningKey::load(&db.pool).await.unwrap().sign(&garbage);
+    let signed = OwnedHeaders::new().insert(Header { key: headers::SIGNATURE, value: Some(signature.as_str()) });
     producer
-        .send(FutureRecord::to("ordo.orders").key(&key).payload(&garbage), Duration::from_secs(10))
+        .send(FutureRecord::to("ordo.orders").key(&key).payload(&garbage).headers(signed), Duration::from_secs(10))
         .await
         .map_err(|(e, _)| e)
         .unwrap();
