@@ -356,7 +356,7 @@ type Pending = HashMap<(String, i32), i64>;
 
 /// Whether a consumer error means the connection to the broker was lost, after which the
 /// client is replaced (see [`poll_loop`]).
-fn broker_gone(e: &KafkaError) -> bool {
+pub(crate) fn broker_gone(e: &KafkaError) -> bool {
     matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure))
 }
 

@@ -236,11 +236,12 @@ impl Relay {
     async fn lead(&self, mut lock: PgConnection, shutdown: &Shutdown) -> Result<(), RelayError> {
         let cfg = &self.config;
         let key = SigningKey::load(self.store.pool()).await?;
-        let Some((mut producer, created)) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
+        let Some((mut producing, created)) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
         let mut state = load_state(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
         if !created.is_empty() && !state.partitions.is_empty() {
             let reason = format!("topics {} were missing", created.join(", "));
             state = self.new_incarnation(&mut lock, &reason).await?;
+            producing.renew(cfg)?;
         }
         let mut listener = self.listen().await;
         let mut metrics_due = Instant::now();
@@ -256,12 +257,16 @@ impl Relay {
             if shutdown.is_triggered() {
                 return Ok(());
             }
+            if producing.renewal_is_due() {
+                producing.renew(cfg)?;
+            }
             if Instant::now() >= broker_check_due {
                 broker_check_due = Instant::now() + cfg.broker_check_interval;
                 if let Some(reason) =
-                    self.fenced(&mut lock, broker_lost_data(cfg, &producer, &state.partitions)).await?
+                    self.fenced(&mut lock, broker_lost_data(cfg, &producing.producer, &state.partitions)).await?
                 {
                     state = self.new_incarnation(&mut lock, &reason).await?;
+                    producing.renew(cfg)?;
                 }
             }
             let (page, next) = self.store.read_all(state.cursor, cfg.batch_size).await?;
@@ -274,11 +279,13 @@ impl Relay {
                     Some(l) => tokio::select! {
                         n = l.recv() => n.map(drop),
                         () = self.fenced_sleep(&mut lock, cfg.poll_interval) => Ok(()),
+                        () = producing.renewal_due() => Ok(()),
                         () = shutdown.wait() => Ok(()),
                     },
                     None => {
                         tokio::select! {
                             () = self.fenced_sleep(&mut lock, cfg.poll_interval) => {}
+                            () = producing.renewal_due() => {}
                             () = shutdown.wait() => {}
                         }
                         Ok(())
@@ -296,7 +303,13 @@ impl Relay {
             sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
             let stamp = publish::Stamp { incarnation: state.incarnation, key: &key };
             let published = loop {
-                match self.fenced(&mut lock, publish::publish(&producer, &page, &stamp)).await? {
+                let attempt = async {
+                    tokio::select! {
+                        r = publish::publish(&producing.producer, &page, &stamp) => r,
+                        () = producing.renewal_due() => Err(publish::PublishError::BrokerGone),
+                    }
+                };
+                match self.fenced(&mut lock, attempt).await? {
                     Ok(published) => {
                         backoff.reset();
                         break Some(published);
@@ -318,7 +331,7 @@ impl Relay {
                             }
                             Err(e) => Err(e),
                         };
-                        producer = publish::producer(cfg)?;
+                        producing.renew(cfg)?;
                         match created {
                             Ok(created) if !created.is_empty() && !state.partitions.is_empty() => {
                                 let reason = format!("topics {} were missing", created.join(", "));
@@ -337,6 +350,7 @@ impl Relay {
                 // since, and what it held before is gone.
                 let reason = format!("{} partition {} restarted at offset {}", d.topic, d.partition, d.offset);
                 state = self.new_incarnation(&mut lock, &reason).await?;
+                producing.renew(cfg)?;
                 continue;
             }
             for d in &published.dead_letters {
@@ -420,7 +434,7 @@ impl Relay {
         &self,
         lock: &mut PgConnection,
         shutdown: &Shutdown,
-    ) -> Result<Option<(rdkafka::producer::FutureProducer, Vec<String>)>, RelayError> {
+    ) -> Result<Option<(Producing, Vec<String>)>, RelayError> {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.max_backoff);
         loop {
@@ -430,7 +444,7 @@ impl Relay {
                 Err(e) => Err(e),
             };
             match created {
-                Ok(created) => return Ok(Some((publish::producer(cfg)?, created))),
+                Ok(created) => return Ok(Some((Producing::new(cfg)?, created))),
                 Err(e) => {
                     metrics::counter!("ordo_relay_publish_errors_total").increment(1);
                     tracing::warn!(relay = %cfg.name, error = %e, "cannot create topics, retrying");
@@ -473,6 +487,40 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+/// The leader's producer, replaced by a fresh one when it lost the broker (at most every 5 s, so
+/// a broker that stays away does not make the relay churn clients).
+struct Producing {
+    producer: publish::RelayProducer,
+    watch: publish::BrokerWatch,
+    since: Instant,
+}
+
+impl Producing {
+    const MIN_AGE: Duration = Duration::from_secs(5);
+
+    fn new(cfg: &RelayConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        let (producer, watch) = publish::producer(cfg)?;
+        Ok(Self { producer, watch, since: Instant::now() })
+    }
+
+    /// A fresh producer in place of this one.
+    fn renew(&mut self, cfg: &RelayConfig) -> Result<(), rdkafka::error::KafkaError> {
+        let old = std::mem::replace(self, Self::new(cfg)?);
+        publish::discard(old.producer);
+        Ok(())
+    }
+
+    fn renewal_is_due(&self) -> bool {
+        self.watch.is_gone() && self.since.elapsed() >= Self::MIN_AGE
+    }
+
+    /// Resolves once [`Producing::renewal_is_due`].
+    async fn renewal_due(&self) {
+        self.watch.gone().await;
+        tokio::time::sleep(Self::MIN_AGE.saturating_sub(self.since.elapsed())).await;
     }
 }
 
@@ -595,7 +643,7 @@ async fn save_progress(
 /// A broker that cannot be asked gives no answer (the publish path finds out).
 async fn broker_lost_data(
     cfg: &RelayConfig,
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &publish::RelayProducer,
     partitions: &HashMap<(String, i32), Mark>,
 ) -> Option<String> {
     if partitions.is_empty() {

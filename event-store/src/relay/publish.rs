@@ -1,9 +1,12 @@
 //! Producing one batch and waiting for every acknowledgement.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_schemas::envelope::{headers, Actor, EventMetadata, RecordedMetadata};
 use ordo_schemas::EventEnvelope;
+use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,13 +24,57 @@ pub(crate) enum PublishError {
     Kafka(#[from] KafkaError),
     #[error("delivery future dropped by the producer")]
     Canceled,
+    #[error("the connection to the broker was lost")]
+    BrokerGone,
     #[error("event cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
-/// The relay's idempotent producer.
-pub(crate) fn producer(cfg: &RelayConfig) -> Result<FutureProducer, KafkaError> {
-    kafka::producer_config(&cfg.brokers, cfg.delivery_timeout).set("client.id", format!("ordo-{}", cfg.name)).create()
+/// The relay's producer, with a [`BrokerWatch`] as its context.
+pub(crate) type RelayProducer = FutureProducer<BrokerWatch>;
+
+/// Notices when a producer loses its connection to the broker. A broker that comes back may
+/// have re-created its topics under new topic ids, which a librdkafka client that cached the old
+/// ones does not recover from (it can skip the new metadata, or crash updating its cache), so the
+/// relay replaces such a producer by a fresh one.
+#[derive(Clone, Default)]
+pub(crate) struct BrokerWatch(Arc<AtomicBool>);
+
+impl BrokerWatch {
+    pub(crate) fn is_gone(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the connection was lost.
+    pub(crate) async fn gone(&self) {
+        while !self.is_gone() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl ClientContext for BrokerWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if kafka::broker_gone(&error) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+        tracing::warn!(error = %error, reason, "kafka producer error");
+    }
+}
+
+/// The relay's idempotent producer and the watch on its connection.
+pub(crate) fn producer(cfg: &RelayConfig) -> Result<(RelayProducer, BrokerWatch), KafkaError> {
+    let watch = BrokerWatch::default();
+    let producer = kafka::producer_config(&cfg.brokers, cfg.delivery_timeout)
+        .set("client.id", format!("ordo-{}", cfg.name))
+        .create_with_context(watch.clone())?;
+    Ok((producer, watch))
+}
+
+/// Drops a producer off the async runtime: destroying a librdkafka client can wait for the
+/// broker.
+pub(crate) fn discard(producer: RelayProducer) {
+    tokio::task::spawn_blocking(move || drop(producer));
 }
 
 /// Where one message landed.
@@ -65,7 +112,7 @@ pub(crate) struct Stamp<'a> {
 /// deliveries. Succeeds only if every message was acknowledged; otherwise returns the first
 /// error after every delivery settled.
 pub(crate) async fn publish(
-    producer: &FutureProducer,
+    producer: &RelayProducer,
     events: &[RecordedEvent],
     stamp: &Stamp<'_>,
 ) -> Result<Published, PublishError> {
