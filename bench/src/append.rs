@@ -111,18 +111,26 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         let throughput = throughput_target(writers).filter(|_| judged);
         let p99_target = p99_target(writers).filter(|_| judged);
         let verdict = |met: bool| if met { "met" } else { "MISSED" };
+        // without pgbench its columns and the ratios are "-"
+        let num = |v: f64, decimals: usize, suffix: &str| {
+            if pg.is_some() {
+                format!("{v:.decimals$}{suffix}")
+            } else {
+                "-".to_owned()
+            }
+        };
         println!(
-            "{:>7} | {:>12.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>6.2}x {:>13} | {:>8.2}x {:>13}",
+            "{:>7} | {:>12.0} {:>9.2} {:>9.2} | {:>12} {:>9} {:>9} | {:>7} {:>13} | {:>9} {:>13}",
             writers,
             ordo.per_second,
             ordo.p50_ms,
             ordo.p99_ms,
-            pt,
-            p50,
-            p99,
-            ratio,
+            num(pt, 0, ""),
+            num(p50, 2, ""),
+            num(p99, 2, ""),
+            num(ratio, 2, "x"),
             throughput.map_or("-".into(), |t| format!(">= {t:.1}x {}", verdict(ratio >= t))),
-            p99_ratio,
+            num(p99_ratio, 2, "x"),
             p99_target.map_or("-".into(), |t| format!("<= {t:.1}x {}", verdict(p99_ratio <= t))),
         );
         results.push(serde_json::json!({

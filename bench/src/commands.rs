@@ -123,20 +123,28 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         };
         let ratio = peer.as_ref().map(|p| run.summary.per_second / p.ok_per_s.max(1e-9));
         let target = (!args.hot && tasks == PEER_RATIO_TASKS && peer.is_some()).then_some(PEER_RATIO_TARGET);
-        let p = peer.clone().unwrap_or_default();
+        // without the peer its columns and the ratio are "-"
+        let peer_cols = peer.as_ref().map_or_else(
+            || format!("{:>10} {:>9} {:>9} {:>9} | {:>7}", "-", "-", "-", "-", "-"),
+            |p| {
+                format!(
+                    "{:>10.0} {:>9.2} {:>9.2} {:>9} | {:>6.2}x",
+                    p.ok_per_s,
+                    p.p50_ms,
+                    p.p99_ms,
+                    p.conflicts,
+                    ratio.unwrap_or(0.0)
+                )
+            },
+        );
         println!(
-            "{:>6} | {:>10.0} {:>9.2} {:>9.2} | {:>8} {:>8} | {:>10.0} {:>9.2} {:>9.2} {:>9} | {:>6.2}x {:>13}",
+            "{:>6} | {:>10.0} {:>9.2} {:>9.2} | {:>8} {:>8} | {peer_cols} {:>13}",
             tasks,
             run.summary.per_second,
             run.summary.p50_ms,
             run.summary.p99_ms,
             run.refused,
             run.errors,
-            p.ok_per_s,
-            p.p50_ms,
-            p.p99_ms,
-            p.conflicts,
-            ratio.unwrap_or(0.0),
             target.map_or("-".into(), |t| format!(
                 ">= {t:.1}x {}",
                 if ratio.unwrap_or(0.0) >= t { "met" } else { "MISSED" }
