@@ -80,8 +80,18 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         if args.no_writer_lock { ", WITHOUT the writer lock (measurement only)" } else { "" }
     );
     println!(
-        "{:>7} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>7}",
-        "writers", "ordo ev/s", "p50 ms", "p99 ms", "pgbench tx/s", "p50 ms", "p99 ms", "ratio"
+        "{:>7} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>7} {:>13} | {:>9} {:>13}",
+        "writers",
+        "ordo ev/s",
+        "p50 ms",
+        "p99 ms",
+        "pgbench tx/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "target",
+        "p99 ratio",
+        "target"
     );
     let mut results = Vec::new();
     for &writers in &args.writers {
@@ -94,12 +104,40 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         let pg = if args.no_pgbench { None } else { Some(crate::pgbench::run(&url, writers, duration, &work_dir)?) };
         let ratio =
             pg.as_ref().map_or(0.0, |pg| if pg.per_second > 0.0 { ordo.per_second / pg.per_second } else { 0.0 });
+        let p99_ratio = pg.as_ref().map_or(0.0, |pg| if pg.p99_ms > 0.0 { ordo.p99_ms / pg.p99_ms } else { 0.0 });
         let (pt, p50, p99) = pg.as_ref().map_or((0.0, 0.0, 0.0), |pg| (pg.per_second, pg.p50_ms, pg.p99_ms));
+        // the targets hold for one process with the writer lock, beside pgbench
+        let judged = pg.is_some() && args.processes == 1 && !args.no_writer_lock;
+        let throughput = throughput_target(writers).filter(|_| judged);
+        let p99_target = p99_target(writers).filter(|_| judged);
+        let verdict = |met: bool| if met { "met" } else { "MISSED" };
+        // without pgbench its columns and the ratios are "-"
+        let num = |v: f64, decimals: usize, suffix: &str| {
+            if pg.is_some() {
+                format!("{v:.decimals$}{suffix}")
+            } else {
+                "-".to_owned()
+            }
+        };
         println!(
-            "{:>7} | {:>12.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>6.2}x",
-            writers, ordo.per_second, ordo.p50_ms, ordo.p99_ms, pt, p50, p99, ratio
+            "{:>7} | {:>12.0} {:>9.2} {:>9.2} | {:>12} {:>9} {:>9} | {:>7} {:>13} | {:>9} {:>13}",
+            writers,
+            ordo.per_second,
+            ordo.p50_ms,
+            ordo.p99_ms,
+            num(pt, 0, ""),
+            num(p50, 2, ""),
+            num(p99, 2, ""),
+            num(ratio, 2, "x"),
+            throughput.map_or("-".into(), |t| format!(">= {t:.1}x {}", verdict(ratio >= t))),
+            num(p99_ratio, 2, "x"),
+            p99_target.map_or("-".into(), |t| format!("<= {t:.1}x {}", verdict(p99_ratio <= t))),
         );
-        results.push(serde_json::json!({"writers": writers, "processes": args.processes, "ordo": ordo, "pgbench": pg, "ratio": ratio}));
+        results.push(serde_json::json!({
+            "writers": writers, "processes": args.processes, "writer_lock": !args.no_writer_lock,
+            "ordo": ordo, "pgbench": pg, "ratio": ratio, "p99_ratio": p99_ratio,
+            "target_ratio": throughput, "target_p99_ratio": p99_target,
+        }));
     }
     if let Some(path) = args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
@@ -108,6 +146,21 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
     pool.close().await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await?;
     Ok(())
+}
+
+/// The goal for appends/s against pgbench's tx/s at this many writers.
+pub fn throughput_target(writers: usize) -> Option<f64> {
+    match writers {
+        1 => Some(0.6),
+        8 => Some(1.0),
+        32 => Some(1.5),
+        _ => None,
+    }
+}
+
+/// The goal for the append p99 against pgbench's p99 at this many writers.
+pub fn p99_target(writers: usize) -> Option<f64> {
+    (writers == 32).then_some(2.0)
 }
 
 /// Runs as one of the processes of a multi-process run: appends for the given time, then prints

@@ -19,6 +19,8 @@ use crate::world::{self, Answer, PlacedOrder, World};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Op {
     Adjust,
+    /// A stock adjustment of the hot product (the first seeded), without `If-Match`.
+    Hot,
     Place,
     Pay,
     Ship,
@@ -26,11 +28,12 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [Op::Adjust, Op::Place, Op::Pay, Op::Ship, Op::Query];
+    pub const ALL: [Op; 6] = [Op::Adjust, Op::Hot, Op::Place, Op::Pay, Op::Ship, Op::Query];
 
     pub fn name(self) -> &'static str {
         match self {
             Op::Adjust => "adjust",
+            Op::Hot => "hot",
             Op::Place => "place",
             Op::Pay => "pay",
             Op::Ship => "ship",
@@ -76,7 +79,7 @@ impl FromStr for Mix {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((name, w)) = part.split_once('=') else { bail!("mix entry {part:?} is not name=weight") };
             let Some(op) = Op::ALL.into_iter().find(|o| o.name() == name.trim()) else {
-                bail!("unknown operation {name:?} (adjust, place, pay, ship, query)")
+                bail!("unknown operation {name:?} (adjust, hot, place, pay, ship, query)")
             };
             let w: u32 = w.trim().parse()?;
             if w > 0 {
@@ -261,8 +264,8 @@ impl Probes {
 async fn execute(world: &World, op: Op, rng: &mut Rng, raw: &mut Raw) -> anyhow::Result<(Op, Answer, Option<Probe>)> {
     let e = &world.endpoints;
     match op {
-        Op::Adjust => {
-            let p = &world.products[rng.below(world.products.len())];
+        Op::Adjust | Op::Hot => {
+            let p = if op == Op::Hot { &world.products[0] } else { &world.products[rng.below(world.products.len())] };
             let token = &world.merchants[p.merchant].token;
             let a = world::post(
                 e,
@@ -277,7 +280,7 @@ async fn execute(world: &World, op: Op, rng: &mut Rng, raw: &mut Raw) -> anyhow:
                 version,
                 answered: Instant::now(),
             });
-            Ok((Op::Adjust, a, probe))
+            Ok((op, a, probe))
         }
         Op::Place => {
             let ci = rng.below(world.customers.len());

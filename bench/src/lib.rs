@@ -8,6 +8,7 @@
 //! - [`load`]: the whole stack (release binaries, fresh database, own broker) under HTTP load.
 //! - [`rebuild`]: a log of a million realistic events, then projection rebuilds and the relay
 //!   timed over it.
+//! - [`write_path`]: the table of one write-path sequence's figures against their targets.
 
 pub mod append;
 pub mod chart;
@@ -25,3 +26,4 @@ pub mod scrape;
 pub mod stack;
 pub mod stats;
 pub mod world;
+pub mod write_path;

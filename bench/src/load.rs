@@ -6,9 +6,12 @@
 //! 2. `adjust-max`: stock adjustments spread over every product, flat out: Ordo's single-stream
 //!    command throughput.
 //! 3. `adjust-half`: the same at half of that rate: latency at a sustainable load.
-//! 4. `order-flow`: only order placements; the orders are then followed until the saga has
+//! 4. `hot-product`: `--hot-clients` clients adjusting one and the same product flat out,
+//!    without `If-Match`: successful commands/s, and how many answers were 409 or 412 (a race
+//!    that reached a client; there should be none).
+//! 5. `order-flow`: only order placements; the orders are then followed until the saga has
 //!    confirmed them and the read model shows it: orders/s from placed to confirmed and visible.
-//! 5. pgbench's one-row INSERT at the same concurrency, flat out and at half its rate.
+//! 6. pgbench's one-row INSERT at the same concurrency, flat out and at half its rate.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,6 +60,9 @@ pub struct Args {
     /// Seconds of each of the other phases and of each pgbench run.
     #[arg(long, default_value_t = 20)]
     phase_seconds: u64,
+    /// Clients of the hot-product phase (all on one product, no `If-Match`).
+    #[arg(long, default_value_t = 8)]
+    hot_clients: usize,
     /// Operation weights of the mix phase.
     #[arg(long, default_value = "adjust=60,place=20,pay=5,ship=5,query=10")]
     mix: Mix,
@@ -214,6 +220,8 @@ async fn drive(
         report.phases.push(max);
         let half = spec(Mix::only(Op::Adjust), args.phase_seconds, Some(half_rate));
         report.phases.push(phase(http, &world, &urls, "adjust-half", half).await);
+        let hot = PhaseSpec { concurrency: args.hot_clients, ..spec(Mix::only(Op::Hot), args.phase_seconds, None) };
+        report.phases.push(phase(http, &world, &urls, "hot-product", hot).await);
         world.take_placed_log();
         let flow_started = Instant::now();
         report
@@ -246,9 +254,15 @@ async fn phase(
     let raw = driver::run_phase(world.clone(), &spec).await;
     let observed = observer.finish().await;
     let r = summarise(name, &spec, raw, observed);
+    let failed = r.failed();
     println!(
-        "  commands {:.0}/s p50 {:.1} ms p99 {:.1} ms; visibility p99 {:.0} ms ({} samples)",
-        r.commands.per_second, r.commands.p50_ms, r.commands.p99_ms, r.visibility.p99_ms, r.visibility.ops
+        "  commands {:.0}/s p50 {:.1} ms p99 {:.1} ms; visibility p99 {:.0} ms ({} samples); {failed} failed, {} of them 409/412",
+        r.commands.per_second,
+        r.commands.p50_ms,
+        r.commands.p99_ms,
+        r.visibility.p99_ms,
+        r.visibility.ops,
+        r.conflicts()
     );
     r
 }

@@ -2,7 +2,7 @@
 //! PostgreSQL at the same concurrency. See the library docs of `ordo_bench`.
 
 use clap::{Parser, Subcommand};
-use ordo_bench::{append, cold_load, commands, load, rebuild};
+use ordo_bench::{append, cold_load, commands, load, rebuild, write_path};
 
 #[derive(Parser)]
 #[command(name = "ordo-bench", about = "benchmarks of Ordo against the database's own limit")]
@@ -34,10 +34,14 @@ enum Command {
     /// snapshot.
     ColdLoad(cold_load::Args),
     /// The whole stack under an HTTP command and query mix, then single-stream throughput,
-    /// latency at half of it, the order flow, and pgbench at the same concurrency.
+    /// latency at half of it, one hot product, the order flow, and pgbench at the same
+    /// concurrency.
     Load(Box<load::Args>),
     /// Appends a large realistic log, then times every projection rebuild and the relay over it.
     Rebuild(rebuild::Args),
+    /// The write-path figures of one `scripts/bench.sh write-path` run as one table of figure,
+    /// measured, target and met (from the JSON files the runs wrote).
+    WritePathReport(write_path::Args),
 }
 
 #[tokio::main]
@@ -50,5 +54,6 @@ async fn main() -> anyhow::Result<()> {
         Command::ColdLoad(args) => cold_load::run(&cli.admin_url, args).await,
         Command::Load(args) => load::run(&cli.admin_url, *args).await,
         Command::Rebuild(args) => rebuild::run(&cli.admin_url, args).await,
+        Command::WritePathReport(args) => write_path::run(args),
     }
 }

@@ -12,6 +12,8 @@ use crate::stats::Summary;
 
 /// Largest peak RSS allowed to any Ordo process.
 pub const RSS_GOAL_MIB: f64 = 150.0;
+/// Successful commands/s the hot-product phase must reach.
+pub const HOT_GOAL_PER_S: f64 = 2_000.0;
 
 /// One phase of a load run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,6 +39,18 @@ pub struct PhaseReport {
     pub latencies: BTreeMap<String, Vec<u64>>,
     #[serde(skip)]
     pub visibility_micros: Vec<u64>,
+}
+
+impl PhaseReport {
+    /// Answers 409 (conflict) or 412 (precondition failed) of any operation of the phase.
+    pub fn conflicts(&self) -> u64 {
+        self.errors.values().flat_map(|e| e.iter()).filter(|(s, _)| *s == "409" || *s == "412").map(|(_, n)| n).sum()
+    }
+
+    /// Every failed answer of the phase.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().flat_map(|e| e.values()).sum()
+    }
 }
 
 /// Orders from placed to confirmed and visible in the read model.
@@ -112,6 +126,22 @@ impl LoadReport {
                 margin: format!("{:.1}x the allowed 3x", ratio / 3.0),
             });
         }
+        if let Some(hot) = self.phase("hot-product") {
+            let per_s = hot.commands.per_second;
+            let conflicts = hot.conflicts();
+            goals.push(Goal {
+                goal: format!(
+                    "one product, {} clients, no If-Match: >= {HOT_GOAL_PER_S:.0} successful commands/s, 0 conflicts (409/412) surfaced",
+                    hot.concurrency
+                ),
+                measured: format!(
+                    "{per_s:.0}/s, {conflicts} conflicts surfaced, {} failed in all",
+                    hot.failed()
+                ),
+                met: per_s >= HOT_GOAL_PER_S && conflicts == 0,
+                margin: format!("{:.2}x the rate goal, {conflicts} conflicts", per_s / HOT_GOAL_PER_S),
+            });
+        }
         if let Some(mix) = self.phase("mix") {
             let p99 = mix.visibility.p99_ms;
             goals.push(Goal {
@@ -149,10 +179,10 @@ pub fn write_load(dir: &Path, report: &LoadReport) -> anyhow::Result<()> {
             micros: &mix.visibility_micros,
         });
     }
-    for name in ["adjust-max", "adjust-half"] {
+    for (name, op) in [("adjust-max", "adjust"), ("adjust-half", "adjust"), ("hot-product", "hot")] {
         if let Some(p) = report.phase(name) {
-            if let Some(l) = p.latencies.get("adjust") {
-                series.push(Series { label: format!("{name}: adjust"), micros: l });
+            if let Some(l) = p.latencies.get(op) {
+                series.push(Series { label: format!("{name}: {op}"), micros: l });
             }
         }
     }
