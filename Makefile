@@ -37,7 +37,7 @@ screenshot: test-deps ## run the console's browser test and save its screenshot 
 	$(CARGO) build --workspace --bins
 	ORDO_UPDATE_SCREENSHOT=1 $(CARGO) test -p ordo-tests --test e2e console
 
-bench: ## load, rebuild and relay benchmarks against pgbench (report in bench-results/<time>/)
+bench: ## write-path sequence (append, commands, cold load, HTTP load vs pgbench and the peer), then load, rebuild and relay runs (report in bench-results/<time>/)
 	scripts/bench.sh
 
 .PHONY: chaos
