@@ -12,6 +12,7 @@ use ordo_event_store::kafka::{producer_config, topics};
 use ordo_event_store::relay::{Relay, RelayConfig};
 use ordo_event_store::signing::SigningKey;
 use ordo_event_store::testing::Broker;
+use ordo_event_store::testing::TestDb;
 use ordo_event_store::EventStore;
 use ordo_projectors::consumer::{run_consumer, ConsumerOptions};
 use ordo_projectors::testing::{diff_against_fold, eur, exec, Workload};
@@ -21,6 +22,7 @@ use ordo_schemas::{ChangePrice, ListProduct, Sku, StreamCategory, StreamRef};
 use ordo_service::shutdown::Shutdown;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::db;
@@ -81,6 +83,42 @@ async fn produce(
     (delivery.partition, delivery.offset)
 }
 
+/// A broker, a relay publishing the test database's log to it, and a live projector of `group`.
+struct Pipeline {
+    broker: Broker,
+    relay_stop: Shutdown,
+    relay: JoinHandle<()>,
+    stop: Shutdown,
+    consumer: JoinHandle<Result<(), ordo_projectors::ProjectorError>>,
+}
+
+impl Pipeline {
+    async fn start(db: &TestDb, group: &str) -> Self {
+        let broker = Broker::start().await;
+        broker.create_topics(&topics(), 3).await;
+        let relay_config =
+            RelayConfig { brokers: broker.bootstrap(), poll_interval: Duration::from_millis(20), ..Default::default() };
+        let relay = Relay::new(db.store(), relay_config);
+        let relay_stop = Shutdown::new();
+        let s = relay_stop.clone();
+        let relay = tokio::spawn(async move { relay.run(s).await });
+        let stop = Shutdown::new();
+        let options = ConsumerOptions { brokers: broker.bootstrap(), group_id: group.into(), batch_size: 20 };
+        let (projector, s) = (Projector::new(db.pool.clone(), Target::all_live()), stop.clone());
+        let consumer = tokio::spawn(async move { run_consumer(projector, options, s).await });
+        Self { broker, relay_stop, relay, stop, consumer }
+    }
+
+    async fn stop(mut self) {
+        assert!(!self.consumer.is_finished(), "the projector survived everything");
+        self.stop.trigger();
+        self.consumer.await.unwrap().unwrap();
+        self.relay_stop.trigger();
+        let _ = self.relay.await;
+        self.broker.stop().await;
+    }
+}
+
 fn listing(product_id: Uuid, merchant_id: Uuid, sku: &str) -> ListProduct {
     ListProduct {
         product_id,
@@ -97,18 +135,8 @@ fn listing(product_id: Uuid, merchant_id: Uuid, sku: &str) -> ListProduct {
 async fn a_well_formed_message_the_relay_did_not_sign_is_dead_lettered_and_the_real_event_at_its_version_applied() {
     let db = db().await;
     let store = db.store();
-    let mut broker = Broker::start().await;
-    broker.create_topics(&topics(), 3).await;
-    let relay_config =
-        RelayConfig { brokers: broker.bootstrap(), poll_interval: Duration::from_millis(20), ..Default::default() };
-    let relay = Relay::new(db.store(), relay_config);
-    let relay_stop = Shutdown::new();
-    let s = relay_stop.clone();
-    let relay = tokio::spawn(async move { relay.run(s).await });
-    let stop = Shutdown::new();
-    let options = ConsumerOptions { brokers: broker.bootstrap(), group_id: "forged".into(), batch_size: 20 };
-    let (projector, s) = (Projector::new(db.pool.clone(), Target::all_live()), stop.clone());
-    let consumer = tokio::spawn(async move { run_consumer(projector, options, s).await });
+    let pipeline = Pipeline::start(&db, "forged").await;
+    let broker = &pipeline.broker;
 
     let merchant = Uuid::new_v4();
     let (victim, decoy) = (Uuid::new_v4(), Uuid::new_v4());
@@ -180,30 +208,15 @@ async fn a_well_formed_message_the_relay_did_not_sign_is_dead_lettered_and_the_r
     let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_streams").fetch_one(&db.pool).await.unwrap();
     assert_eq!(parked, 0, "a message nobody signed parks nothing");
 
-    stop.trigger();
-    consumer.await.unwrap().unwrap();
-    relay_stop.trigger();
-    let _ = relay.await;
-    broker.stop().await;
+    pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_messages_on_every_topic_are_dead_lettered_and_every_other_stream_keeps_being_applied() {
     let db = db().await;
     let store = db.store();
-    let mut broker = Broker::start().await;
-    broker.create_topics(&topics(), 3).await;
-    let relay_config =
-        RelayConfig { brokers: broker.bootstrap(), poll_interval: Duration::from_millis(20), ..Default::default() };
-    let relay = Relay::new(db.store(), relay_config);
-    let relay_stop = Shutdown::new();
-    let s = relay_stop.clone();
-    let relay = tokio::spawn(async move { relay.run(s).await });
-
-    let stop = Shutdown::new();
-    let options = ConsumerOptions { brokers: broker.bootstrap(), group_id: "hostile".into(), batch_size: 20 };
-    let (projector, s) = (Projector::new(db.pool.clone(), Target::all_live()), stop.clone());
-    let consumer = tokio::spawn(async move { run_consumer(projector, options, s).await });
+    let pipeline = Pipeline::start(&db, "hostile").await;
+    let (broker, consumer) = (&pipeline.broker, &pipeline.consumer);
 
     let mut w = Workload::setup(&store, 2, 2).await;
     let victim_order = w.order(&store, 0).await; // stays pending
@@ -296,10 +309,5 @@ async fn hostile_messages_on_every_topic_are_dead_lettered_and_every_other_strea
     expected.sort();
     assert_eq!(parked, expected, "only the streams the hostile keys named are parked");
 
-    assert!(!consumer.is_finished(), "the projector survived everything");
-    stop.trigger();
-    consumer.await.unwrap().unwrap();
-    relay_stop.trigger();
-    let _ = relay.await;
-    broker.stop().await;
+    pipeline.stop().await;
 }
