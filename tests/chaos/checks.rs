@@ -9,6 +9,7 @@ use ordo_tests::Stack;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::load::World;
 use crate::workload::Sent;
 
 /// Acknowledged commands whose event is not in the log at the version the answer gave (with
@@ -250,6 +251,84 @@ impl Folded {
     }
 }
 
+/// The query API against the log, once settled: every acknowledged order visible with the
+/// status the log gives it (none pending), and every product with the stock the log folds to,
+/// its reservation equal to what its confirmed and paid orders hold. Returns the number of
+/// orders compared, or what differs.
+pub async fn visible(stack: &Stack, world: &World, sent: &[Sent], folded: &Folded) -> Result<usize, String> {
+    let mut shown: HashMap<Uuid, String> = HashMap::new();
+    for customer in &world.customers {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = stack.query(&format!("/v1/customers/{}/orders?limit=500", customer.id));
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page = get(stack, &url, &customer.token).await?;
+            for o in page["items"].as_array().into_iter().flatten() {
+                let id = o["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
+                shown.insert(id, o["status"].as_str().unwrap_or_default().to_owned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+    }
+    let mut wrong = Vec::new();
+    let placed: Vec<Uuid> = sent
+        .iter()
+        .filter(|s| s.event_type == "OrderPlaced")
+        .filter_map(|s| s.ack.as_ref().map(|a| a.stream_id))
+        .collect();
+    for id in &placed {
+        let logged = folded.orders.get(id).map(|o| o.status);
+        let seen = shown.get(id).map(String::as_str);
+        if logged.is_none() || logged == Some("pending") || seen != logged {
+            wrong.push(format!("order {id}: log says {logged:?}, query api {seen:?}"));
+        }
+    }
+    let mut held: HashMap<Uuid, i64> = HashMap::new();
+    for o in folded.orders.values().filter(|o| matches!(o.status, "confirmed" | "paid")) {
+        for &(product, quantity) in &o.lines {
+            *held.entry(product).or_default() += quantity;
+        }
+    }
+    for p in world.merchants.iter().flat_map(|m| &m.products) {
+        let view = get(stack, &stack.query(&format!("/v1/products/{}", p.id)), "").await?;
+        let stock = folded.products.get(&p.id);
+        let logged = (stock.map_or(0, |s| s.on_hand), stock.map_or(0, |s| s.reserved));
+        let seen = (view["on_hand"].as_i64().unwrap_or(-1), view["reserved"].as_i64().unwrap_or(-1));
+        let orders_hold = held.get(&p.id).copied().unwrap_or(0);
+        if seen != logged || seen.1 != orders_hold {
+            wrong.push(format!(
+                "product {}: query api (on hand, reserved) {seen:?}, log {logged:?}, confirmed and paid orders hold \
+                 {orders_hold}",
+                p.id
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(placed.len())
+    } else {
+        Err(format!("{} differences, e.g. {:?}", wrong.len(), &wrong[..wrong.len().min(5)]))
+    }
+}
+
+async fn get(stack: &Stack, url: &str, token: &str) -> Result<serde_json::Value, String> {
+    let mut req = stack.http.get(url);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("GET {url}: {status} {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}: {e}: {body}"))
+}
+
 /// The (category, stream, version) of every order and product stream now: a point the read
 /// models and the saga must get past.
 pub struct Mark {
@@ -306,13 +385,22 @@ impl Mark {
 /// Waits until everything appended before `mark` is projected and every order pending at the
 /// mark was decided, while the load goes on; returns how long that took.
 pub async fn drained(stack: &Stack, mark: &Mark, timeout: Duration) -> Duration {
+    drain(stack, mark, timeout)
+        .await
+        .unwrap_or_else(|behind| panic!("backlog not drained after {timeout:?}: {behind} behind"))
+}
+
+/// [`drained`], without the panic: `Err` with how much is still behind after `timeout`.
+pub async fn drain(stack: &Stack, mark: &Mark, timeout: Duration) -> Result<Duration, i64> {
     let started = Instant::now();
     loop {
         let behind = mark.behind(&stack.db.pool).await;
         if behind == 0 {
-            return started.elapsed();
+            return Ok(started.elapsed());
         }
-        assert!(started.elapsed() < timeout, "backlog not drained after {timeout:?}: {behind} behind");
+        if started.elapsed() >= timeout {
+            return Err(behind);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,5 +1,6 @@
 //! Fault tests: Ordo's real processes under a steady mixed workload while processes are
-//! SIGKILLed, the broker is frozen and PostgreSQL restarts; scale-out with a survivor taking
+//! SIGKILLed, the broker is frozen or comes back empty, the relay leader freezes, a session sits
+//! on the event log's writer lock and PostgreSQL restarts; scale-out with a survivor taking
 //! over; backup, destruction and restore of the database.
 //!
 //! `make test` runs the reduced tests; `make chaos` (`scripts/chaos.sh`) runs the full ones
@@ -11,6 +12,8 @@ mod backup;
 mod checks;
 mod faults;
 mod load;
+mod outages;
+mod report;
 mod rig;
 mod scale_out;
 mod workload;

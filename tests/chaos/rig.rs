@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordo_tests::{eventually, Stack};
+use ordo_tests::{eventually, Extra, Stack};
 
 use crate::checks;
 use crate::load::{Load, World};
@@ -25,6 +25,11 @@ pub struct Profile {
     pub postgres: bool,
     /// How long a client waits for the saga to confirm an order before it stops trying to pay.
     pub pay_wait: Duration,
+    /// How long a frozen relay leader stays frozen at least (it stays frozen until a standby
+    /// took over and the read models caught up, in any case).
+    pub relay_frozen: Duration,
+    /// How long a stuck session holds the event log's writer lock.
+    pub writer_stuck: Duration,
 }
 
 impl Profile {
@@ -37,6 +42,8 @@ impl Profile {
         broker_down: Duration::from_secs(5),
         postgres: false,
         pay_wait: Duration::from_secs(8),
+        relay_frozen: Duration::from_secs(10),
+        writer_stuck: Duration::from_secs(8),
     };
 
     /// What `make chaos` runs: longer outages, the broker frozen for 30 s, Postgres restarted.
@@ -47,6 +54,8 @@ impl Profile {
         broker_down: Duration::from_secs(30),
         postgres: true,
         pay_wait: Duration::from_secs(20),
+        relay_frozen: Duration::from_secs(40),
+        writer_stuck: Duration::from_secs(8),
     };
 }
 
@@ -56,6 +65,19 @@ pub struct Rig {
     pub api: Api,
     pub world: Arc<World>,
     pub profile: Profile,
+    /// Replicas started by a scenario, running until the rig is dropped.
+    pub extras: Vec<Extra>,
+}
+
+/// The figures of one checked phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    pub acked: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub oversold: usize,
+    /// From the load stopping until every event was projected and the saga idle.
+    pub settled: Duration,
 }
 
 impl Rig {
@@ -63,7 +85,7 @@ impl Rig {
         let stack = Stack::start().await;
         let api = Api::new(vec![stack.command("")]);
         let world = Arc::new(World::open(&stack, &api, 2, profile.clients).await);
-        Self { stack, api, world, profile }
+        Self { stack, api, world, profile, extras: Vec::new() }
     }
 
     pub fn load(&self) -> Load {
@@ -88,22 +110,25 @@ impl Rig {
     }
 
     /// With the load stopped: waits until the system settles, then checks the whole ledger
-    /// against the log and the read models against a replay. Prints one line starting with
-    /// `label` (its figures cover the ledger from `since` on).
-    pub async fn check(&self, label: &str, since: usize, extra: &str) {
+    /// against the log, the query API and the read models against a replay. Prints one line
+    /// starting with `label` (its figures cover the ledger from `since` on).
+    pub async fn check(&self, label: &str, since: usize, extra: &str) -> Checked {
         let (settle, folded) = checks::settled(&self.stack, Duration::from_secs(120), &HashSet::new()).await;
         let pool = &self.stack.db.pool;
         let sent = self.api.ledger.sent();
         let lost = checks::lost(pool, &sent).await;
         let applied = checks::applied(pool, &sent).await;
         let replay = checks::replay(&self.stack).await;
+        let visible = self.visible(&folded, &sent).await;
+        let shown = visible.as_ref().map_or_else(|_| "not all".to_owned(), usize::to_string);
         let phase = tally(&sent[since.min(sent.len())..]);
         let all = tally(&sent);
         eprintln!(
             "chaos | {label}: sent {}, acknowledged {} ({} keyed; {} retried after an error, {} of them answered as replays), \
              refused {}, unknown {}, lost {}, duplicated {}, oversold {} | {extra}settled {:.2}s after the load stopped | \
              total acknowledged {}, keys stored {} for {} keyed commands applied, deliberate repeats {}, \
-             log {} order/product events, orders {:?} | read models equal a replay of the log ({replay})",
+             log {} order/product events, orders {:?} | read models equal a replay of the log ({replay}), \
+             query api shows {shown} acknowledged orders as the log decided them and every product's stock",
             phase.sent,
             phase.acked,
             phase.keyed_acked,
@@ -132,6 +157,28 @@ impl Rig {
         assert!(folded.oversold.is_empty(), "{label}: stock rules broken: {:?}", folded.oversold);
         let problems = self.api.ledger.problems();
         assert!(problems.is_empty(), "{label}: clients saw contract violations: {problems:?}");
+        let visible = visible.unwrap_or_else(|e| panic!("{label}: the query api disagrees with the log: {e}"));
+        assert!(visible > 0, "{label}: no acknowledged order to look for in the query api");
+        Checked {
+            acked: phase.acked,
+            lost: lost.len(),
+            duplicated: applied.duplicated.len(),
+            oversold: folded.oversold.len(),
+            settled: settle,
+        }
+    }
+
+    /// [`checks::visible`], given a few seconds: the query API reads the same tables the
+    /// settled check looked at, so it should agree at once.
+    async fn visible(&self, folded: &checks::Folded, sent: &[crate::workload::Sent]) -> Result<usize, String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let outcome = checks::visible(&self.stack, &self.world, sent, folded).await;
+            if outcome.is_ok() || Instant::now() > deadline {
+                return outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 

@@ -66,10 +66,30 @@ pub struct Ack {
     pub replayed: bool,
 }
 
+/// An attempt that failed: a 5xx answer, or no answer at all.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// When the attempt was sent.
+    pub at: Instant,
+    /// How long it took to fail.
+    pub took: Duration,
+    /// The HTTP status; `None` when no answer came (connection refused or reset, timeout).
+    pub status: Option<u16>,
+    /// The answer was `application/problem+json`.
+    pub problem: bool,
+    /// The answer's `Retry-After` header.
+    pub retry_after: Option<String>,
+    /// The problem's `code`, or the client error.
+    pub code: String,
+    /// The client gave up on purpose (an impatient first attempt).
+    pub impatient: bool,
+}
+
 /// Everything sent, plus contract violations the clients saw themselves.
 #[derive(Default)]
 pub struct Ledger {
     sent: Mutex<Vec<Sent>>,
+    failures: Mutex<Vec<Failure>>,
     problems: Mutex<Vec<String>>,
     repeats: AtomicUsize,
     acked: AtomicUsize,
@@ -92,6 +112,11 @@ impl Ledger {
     /// Deliberate repeats of acknowledged keyed commands (each answered as a replay).
     pub fn repeats(&self) -> usize {
         self.repeats.load(Ordering::SeqCst)
+    }
+
+    /// Failed attempts sent at or after `since`.
+    pub fn failures_since(&self, since: Instant) -> Vec<Failure> {
+        self.failures.lock().unwrap().iter().filter(|f| f.at >= since).cloned().collect()
     }
 
     pub fn problems(&self) -> Vec<String> {
@@ -158,6 +183,21 @@ pub struct Cmd<'a> {
     pub impatient: Option<Duration>,
 }
 
+/// An HTTP answer, with what the fault checks look at.
+struct Answer {
+    status: StatusCode,
+    replayed: bool,
+    problem: bool,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+impl Answer {
+    fn is_success(&self) -> bool {
+        self.status.is_success()
+    }
+}
+
 /// What came of a command.
 #[derive(Debug)]
 pub enum Outcome {
@@ -207,7 +247,7 @@ impl Api {
         correlation: Uuid,
         key: Option<&str>,
         timeout: Option<Duration>,
-    ) -> Result<(StatusCode, bool, Value), reqwest::Error> {
+    ) -> Result<Answer, reqwest::Error> {
         let mut req = self
             .http
             .post(format!("{base}{}", cmd.path))
@@ -222,9 +262,16 @@ impl Api {
         }
         let resp = req.send().await?;
         let status = resp.status();
-        let replayed = resp.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+        let headers = resp.headers();
+        let replayed = headers.get("idempotent-replayed").is_some_and(|v| v == "true");
+        let problem = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/problem+json"));
+        let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await?;
-        Ok((status, replayed, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer { status, replayed, problem, retry_after, body })
     }
 
     /// Sends `cmd` and records it. Keyed commands are retried through connection errors and
@@ -238,24 +285,27 @@ impl Api {
         let mut impatient = cmd.impatient.filter(|_| key.is_some());
         let (outcome, ack) = loop {
             let url = self.next_url();
-            match self.post(&url, &cmd, correlation, key.as_deref(), impatient.take()).await {
-                Ok((status, replayed, body)) if status.is_success() => {
+            let (sent_at, patience) = (Instant::now(), impatient.take());
+            let answer = self.post(&url, &cmd, correlation, key.as_deref(), patience).await;
+            match answer {
+                Ok(a) if a.is_success() => {
                     let ack = Ack {
-                        stream_id: body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default(),
-                        version: body["version"].as_i64().unwrap_or_default(),
+                        stream_id: a.body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default(),
+                        version: a.body["version"].as_i64().unwrap_or_default(),
                         url,
-                        replayed,
+                        replayed: a.replayed,
                     };
                     break (Outcome::Acked, Some(ack));
                 }
-                Ok((status, _, body)) if status == StatusCode::CONFLICT && body["code"] == "concurrency_conflict" => {
+                Ok(a) if a.status == StatusCode::CONFLICT && a.body["code"] == "concurrency_conflict" => {
                     contention += 1;
                     if contention > 20 {
-                        break (refused(status, &body), None);
+                        break (refused(a.status, &a.body), None);
                     }
                 }
-                Ok((status, _, body)) if !status.is_server_error() => break (refused(status, &body), None),
-                _ => {
+                Ok(a) if !a.status.is_server_error() => break (refused(a.status, &a.body), None),
+                failed => {
+                    self.ledger.failures.lock().unwrap().push(failure(sent_at, &failed, patience.is_some()));
                     failed_attempts += 1;
                     if key.is_none() || Instant::now() > deadline {
                         break (Outcome::Unknown, None);
@@ -288,7 +338,7 @@ impl Api {
         let deadline = Instant::now() + RETRY_WINDOW;
         loop {
             match self.post(&self.next_url(), cmd, correlation, Some(key), None).await {
-                Ok((status, replayed, body)) if !status.is_server_error() => {
+                Ok(Answer { status, replayed, body, .. }) if !status.is_server_error() => {
                     let same = body["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) == Some(first.stream_id)
                         && body["version"].as_i64() == Some(first.version);
                     if status.is_success() && replayed && same {
@@ -310,4 +360,27 @@ impl Api {
 
 fn refused(status: StatusCode, body: &Value) -> Outcome {
     Outcome::Refused { status: status.as_u16(), detail: body["detail"].as_str().unwrap_or_default().to_owned() }
+}
+
+fn failure(at: Instant, attempt: &Result<Answer, reqwest::Error>, impatient: bool) -> Failure {
+    match attempt {
+        Ok(a) => Failure {
+            at,
+            took: at.elapsed(),
+            status: Some(a.status.as_u16()),
+            problem: a.problem,
+            retry_after: a.retry_after.clone(),
+            code: a.body["code"].as_str().unwrap_or_default().to_owned(),
+            impatient,
+        },
+        Err(e) => Failure {
+            at,
+            took: at.elapsed(),
+            status: None,
+            problem: false,
+            retry_after: None,
+            code: e.to_string(),
+            impatient,
+        },
+    }
 }

@@ -91,6 +91,19 @@ impl Extra {
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
+
+    /// The replica's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+}
+
+/// Sends `signal` (a name such as `STOP` or `CONT`) to process `pid` with `kill(1)`. A process
+/// stopped with `STOP` keeps its sockets and Postgres sessions open but answers nothing: a
+/// frozen process, unlike a killed one.
+pub async fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().await.expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
 /// One deployment: database, broker and the five processes, each on its own loopback ports.
