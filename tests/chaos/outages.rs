@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordo_tests::{eventually, metric_sum, metric_value, signal, Service, Stack};
+use ordo_tests::{metric_sum, signal, Service};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::checks::{self, Mark};
@@ -76,7 +76,7 @@ pub async fn freeze_relay_leader(rig: &mut Rig) -> Injected {
     let urls = [rig.stack.ops(Service::Relay, "/metrics"), standby.url("/metrics")];
     let pids = [rig.stack.pid(Service::Relay), standby.pid()];
     rig.extras.push(standby);
-    let leader = sole_leader(&rig.stack, &urls).await;
+    let leader = rig.stack.sole_relay_leader(&urls).await;
     let pid = pids[leader].expect("the leading relay runs");
     let standby_url = &urls[1 - leader];
 
@@ -87,7 +87,7 @@ pub async fn freeze_relay_leader(rig: &mut Rig) -> Injected {
     let mark = Mark::now(&pool).await;
     let mut took_over = None;
     let visible = loop {
-        if took_over.is_none() && leads(&rig.stack, standby_url).await {
+        if took_over.is_none() && rig.stack.relay_leads(standby_url).await {
             took_over = Some(frozen.elapsed());
         }
         let behind = mark.behind(&pool).await;
@@ -121,7 +121,7 @@ pub async fn freeze_relay_leader(rig: &mut Rig) -> Injected {
     let down = resumed - frozen;
     // The old leader wakes up under load, with a lock it no longer holds.
     rig.acked(rig.api.ledger.acked(), AFTER_FREEZE).await;
-    let now_leads = sole_leader(&rig.stack, &urls).await;
+    let now_leads = rig.stack.sole_relay_leader(&urls).await;
     let mark = Mark::now(&pool).await;
     checks::drained(&rig.stack, &mark, CONVERGE).await;
     let converged = resumed.elapsed();
@@ -206,35 +206,14 @@ fn well_formed_503(f: &Failure) -> bool {
     f.status == Some(503) && f.problem && f.retry_after.as_deref().is_some_and(|v| v.parse::<u64>().is_ok())
 }
 
-/// Whether the relay behind `url` (its `/metrics`) says it leads. A frozen or gone relay does
-/// not answer; that counts as not leading.
-async fn leads(stack: &Stack, url: &str) -> bool {
-    let text = match stack.http.get(url).timeout(Duration::from_secs(1)).send().await {
-        Ok(resp) => resp.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    metric_value(&text, "ordo_relay_is_leader") == Some(1.0)
-}
-
-/// Which of the relays behind `urls` leads, once exactly one does.
-async fn sole_leader(stack: &Stack, urls: &[String]) -> usize {
-    eventually("exactly one relay to lead", Duration::from_secs(30), || async {
-        let mut leaders = Vec::new();
-        for (i, url) in urls.iter().enumerate() {
-            if leads(stack, url).await {
-                leaders.push(i);
-            }
-        }
-        (leaders.len() == 1).then(|| leaders[0])
-    })
-    .await
-}
-
 async fn relay_checkpoint(pool: &PgPool) -> i64 {
+    read_relay_checkpoint(pool).await.unwrap()
+}
+
+async fn read_relay_checkpoint(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT coalesce(max(position), 0)::bigint FROM checkpoints WHERE name = 'relay'")
         .fetch_one(pool)
         .await
-        .unwrap()
 }
 
 async fn last_position(pool: &PgPool) -> i64 {
@@ -263,12 +242,7 @@ impl CheckpointWatch {
                 let mut w = Watched { first, last: first, backwards: Vec::new() };
                 while !stop.load(Ordering::SeqCst) {
                     // Errors are skipped: a failing test drops the database under this task.
-                    let now = sqlx::query_scalar::<_, i64>(
-                        "SELECT coalesce(max(position), 0)::bigint FROM checkpoints WHERE name = 'relay'",
-                    )
-                    .fetch_one(&pool)
-                    .await;
-                    if let Ok(now) = now {
+                    if let Ok(now) = read_relay_checkpoint(&pool).await {
                         if now < w.last {
                             w.backwards.push((w.last, now));
                         }

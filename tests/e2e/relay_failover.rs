@@ -5,30 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordo_tests::{eventually, metric_value, Service, Stack};
+use ordo_tests::{eventually, Service, Stack};
 use uuid::Uuid;
 
 use crate::client::{Client, Shop};
-
-/// Whether the relay behind `url` (its `/metrics`) says it leads. A standby that never led does
-/// not export the gauge at all; that counts as not leading.
-async fn leads(stack: &Stack, url: &str) -> bool {
-    metric_value(&stack.metrics(url).await, "ordo_relay_is_leader") == Some(1.0)
-}
-
-/// Which of the relays behind `urls` lead, once exactly one does.
-async fn sole_leader(stack: &Stack, urls: &[String]) -> usize {
-    eventually("exactly one relay to lead", Duration::from_secs(30), || async {
-        let mut leaders = Vec::new();
-        for (i, url) in urls.iter().enumerate() {
-            if leads(stack, url).await {
-                leaders.push(i);
-            }
-        }
-        (leaders.len() == 1).then(|| leaders[0])
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_relay_takes_over_from_a_killed_leader_and_every_event_reaches_the_read_models() {
@@ -40,10 +20,10 @@ async fn a_standby_relay_takes_over_from_a_killed_leader_and_every_event_reaches
 
     let mut second = stack.start_extra(Service::Relay).await;
     let urls = [stack.ops(Service::Relay, "/metrics"), second.url("/metrics")];
-    let leader = sole_leader(&stack, &urls).await;
+    let leader = stack.sole_relay_leader(&urls).await;
     // Leadership is stable: the standby does not start leading by itself.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sole_leader(&stack, &urls).await, leader);
+    assert_eq!(stack.sole_relay_leader(&urls).await, leader);
 
     // A steady stream of orders; every placement must be accepted, whoever relays.
     let stop = Arc::new(AtomicBool::new(false));
@@ -80,7 +60,7 @@ async fn a_standby_relay_takes_over_from_a_killed_leader_and_every_event_reaches
     let placed_at_kill = placed.load(Ordering::SeqCst);
     let survivor = &urls[1 - leader];
     eventually("the standby to lead", Duration::from_secs(30), || async {
-        leads(&stack, survivor).await.then_some(())
+        stack.relay_leads(survivor).await.then_some(())
     })
     .await;
     let takeover = killed_at.elapsed();
@@ -110,7 +90,7 @@ async fn a_standby_relay_takes_over_from_a_killed_leader_and_every_event_reaches
     // A replacement replica stands by behind the new leader.
     let third = stack.start_extra(Service::Relay).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sole_leader(&stack, &[survivor.clone(), third.url("/metrics")]).await, 0);
+    assert_eq!(stack.sole_relay_leader(&[survivor.clone(), third.url("/metrics")]).await, 0);
     eprintln!(
         "relay failover: {} orders ({} after the kill), {events} events, takeover {:.2}s, settled {:.2}s after \
          the last command, scenario {:.1}s",

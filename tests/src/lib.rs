@@ -330,6 +330,31 @@ impl Stack {
         .unwrap()
     }
 
+    /// Whether the relay whose ops endpoints are behind `metrics_url` (its `/metrics`) says it
+    /// leads. A standby that never led exports no gauge, and a frozen or gone relay does not
+    /// answer within a second: both count as not leading.
+    pub async fn relay_leads(&self, metrics_url: &str) -> bool {
+        let text = match self.http.get(metrics_url).timeout(Duration::from_secs(1)).send().await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        metric_value(&text, "ordo_relay_is_leader") == Some(1.0)
+    }
+
+    /// Which of the relays behind `metrics_urls` leads, once exactly one does (within 30 s).
+    pub async fn sole_relay_leader(&self, metrics_urls: &[String]) -> usize {
+        eventually("exactly one relay to lead", Duration::from_secs(30), || async {
+            let mut leaders = Vec::new();
+            for (i, url) in metrics_urls.iter().enumerate() {
+                if self.relay_leads(url).await {
+                    leaders.push(i);
+                }
+            }
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+        .await
+    }
+
     /// How many events the log holds.
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.db.pool).await.unwrap()
