@@ -33,8 +33,9 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// What `make test` runs: one kill of each process, a short broker pause, no Postgres
-    /// restart.
+    /// What `make test` runs: one kill of each process, a short broker pause, the broker back
+    /// empty after 3 s, the relay leader frozen until a standby took over, an 8 s stuck writer
+    /// lock; no Postgres restart.
     pub const REDUCED: Profile = Profile {
         clients: 4,
         warmup_acks: 60,
@@ -46,7 +47,8 @@ impl Profile {
         writer_stuck: Duration::from_secs(8),
     };
 
-    /// What `make chaos` runs: longer outages, the broker frozen for 30 s, Postgres restarted.
+    /// What `make chaos` runs: longer outages, the broker frozen for 30 s, the relay leader
+    /// frozen for 40 s, Postgres restarted.
     pub const FULL: Profile = Profile {
         clients: 6,
         warmup_acks: 300,
