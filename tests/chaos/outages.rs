@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::checks::{self, Mark};
 use crate::faults::Injected;
 use crate::rig::Rig;
-use crate::workload::Failure;
+use crate::workload::{Cmd, Failure, Outcome};
 
 /// How long the read models and the saga get after the broker came back empty. The log holds
 /// everything, so a system that converges does so well within this; one that skips what the
@@ -160,10 +160,33 @@ pub async fn stuck_writer(rig: &mut Rig) -> Injected {
     sqlx::query("SET application_name = 'chaos-stuck-writer'").execute(&mut session).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(ordo_writer_lock_key())").execute(&mut session).await.unwrap();
     let held = Instant::now();
+    // One command of our own that surely meets the lock, whatever the clients are busy with
+    // (most wait for confirmations the saga cannot append meanwhile): a keyed restock, retried
+    // until it is answered 2xx.
+    let probe = tokio::spawn({
+        let (api, world) = (rig.api.clone(), rig.world.clone());
+        async move {
+            let merchant = &world.merchants[0];
+            let cmd = Cmd {
+                path: format!("/v1/products/{}/stock", merchant.products[0].id),
+                token: &merchant.party.token,
+                scope: merchant.party.id,
+                body: serde_json::json!({"delta": 1, "reason": "restock"}),
+                event_type: "StockAdjusted",
+                category: "product",
+                keyed: true,
+                repeat: false,
+                impatient: None,
+            };
+            api.command(cmd).await
+        }
+    });
     tokio::time::sleep(rig.profile.writer_stuck).await;
     sqlx::query("SELECT pg_advisory_unlock(ordo_writer_lock_key())").execute(&mut session).await.unwrap();
     let _ = session.close().await;
     let released = Instant::now();
+    let probed = probe.await.expect("the probe command panicked");
+    assert!(matches!(probed, Outcome::Acked), "writer lock stuck: the probe restock ended {probed:?}");
     let mark = Mark::now(&pool).await;
     checks::drained(&rig.stack, &mark, CONVERGE).await;
     let converged = released.elapsed();
