@@ -296,7 +296,10 @@ impl EventConsumer {
             .set("heartbeat.interval.ms", "1000")
             // An idle fetch returns after 50 ms instead of librdkafka's 500 ms, which otherwise
             // sets a floor under end-to-end visibility.
-            .set("fetch.wait.max.ms", "50");
+            .set("fetch.wait.max.ms", "50")
+            // A subscribed topic created after the group was joined (the relay re-creating topics
+            // on a broker that came back empty) is found within 5 s, not librdkafka's 5 min.
+            .set("topic.metadata.refresh.interval.ms", "5000");
         environment_properties().apply(&mut config);
         for (k, v) in &settings.extra {
             config.set(k, v);
