@@ -112,7 +112,7 @@ pub enum SetupError {
 /// # Errors
 /// [`SetupError`] when the brokers cannot be reached or refuse to create a topic.
 pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), SetupError> {
-    ensure_topics_with(brokers, partitions, TopicSettings::from_env()?).await
+    create_missing_topics(brokers, partitions).await.map(drop)
 }
 
 /// [`ensure_topics`] with explicit replication settings.
@@ -120,15 +120,19 @@ pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), SetupEr
 /// # Errors
 /// As [`ensure_topics`]; a replication factor above the number of brokers is refused by them.
 pub async fn ensure_topics_with(brokers: &str, partitions: i32, settings: TopicSettings) -> Result<(), SetupError> {
-    create_missing_topics(brokers, partitions, settings).await.map(drop)
+    create_missing_topics_with(brokers, partitions, settings).await.map(drop)
 }
 
-/// [`ensure_topics_with`], answering which topics did not exist and were created now (the relay
+/// [`ensure_topics`], answering which topics did not exist and were created now (the relay
 /// takes a topic created after it had published as a sign that the broker lost its data).
 ///
 /// # Errors
 /// As [`ensure_topics`].
-pub async fn create_missing_topics(
+pub async fn create_missing_topics(brokers: &str, partitions: i32) -> Result<Vec<String>, SetupError> {
+    create_missing_topics_with(brokers, partitions, TopicSettings::from_env()?).await
+}
+
+async fn create_missing_topics_with(
     brokers: &str,
     partitions: i32,
     settings: TopicSettings,

@@ -83,9 +83,7 @@ impl Incoming {
     /// A Kafka message the relay did not sign: only its category (from the topic) is taken
     /// from it, so it is dead-lettered without parking any stream.
     pub fn untrusted(origin: Origin, raw: Vec<u8>, error: String) -> Self {
-        let mut incoming = Self::undecodable(origin, None, raw, error);
-        incoming.stream = None;
-        incoming
+        Self::undecodable(origin, None, raw, error)
     }
 
     /// A Kafka message value: an envelope when it parses, otherwise a poison event.

@@ -11,26 +11,43 @@ use ordo_schemas::{
 };
 use uuid::Uuid;
 
+/// Two command services over one database (two replicas of the command API), a registered
+/// merchant and one listed product with 5 on hand, listed through `a`.
+struct Replicas {
+    db: TestDb,
+    a: CommandService,
+    b: CommandService,
+    ctx: CommandContext,
+    product: Uuid,
+}
+
+impl Replicas {
+    async fn with_product(sku: &str) -> Self {
+        let db = TestDb::new().await;
+        ordo_commands::migrate(&db.pool).await.unwrap();
+        let a = CommandService::new(EventStore::new(db.pool.clone()));
+        let b = CommandService::new(EventStore::new(db.pool.clone()));
+        let merchant = Uuid::new_v4();
+        let ctx = CommandContext::new(Actor { id: merchant, role: Role::Merchant }, Uuid::new_v4());
+        a.register_merchant(&ctx, RegisterMerchant { merchant_id: merchant, name: "Shop".into() }).await.unwrap();
+        let product = Uuid::new_v4();
+        let listing = ListProduct {
+            product_id: product,
+            merchant_id: merchant,
+            sku: Sku::parse(sku).unwrap(),
+            name: "Lamp".into(),
+            description: None,
+            price: Money::new(1_000, Currency::parse("EUR").unwrap()),
+            initial_stock: 5,
+        };
+        a.list_product(&ctx, listing).await.unwrap();
+        Self { db, a, b, ctx, product }
+    }
+}
+
 #[tokio::test]
 async fn a_replica_sees_what_another_replica_appended_before_it_decides() {
-    let db = TestDb::new().await;
-    ordo_commands::migrate(&db.pool).await.unwrap();
-    let a = CommandService::new(EventStore::new(db.pool.clone()));
-    let b = CommandService::new(EventStore::new(db.pool.clone()));
-    let merchant = Uuid::new_v4();
-    let ctx = CommandContext::new(Actor { id: merchant, role: Role::Merchant }, Uuid::new_v4());
-    a.register_merchant(&ctx, RegisterMerchant { merchant_id: merchant, name: "Shop".into() }).await.unwrap();
-    let product = Uuid::new_v4();
-    let listing = ListProduct {
-        product_id: product,
-        merchant_id: merchant,
-        sku: Sku::parse("SKU-1").unwrap(),
-        name: "Lamp".into(),
-        description: None,
-        price: Money::new(1_000, Currency::parse("EUR").unwrap()),
-        initial_stock: 5,
-    };
-    a.list_product(&ctx, listing).await.unwrap();
+    let Replicas { db, a, b, ctx, product } = Replicas::with_product("SKU-1").await;
     let stream = StreamRef::new(StreamCategory::Product, product);
     let adjust = |delta| AdjustStock {
         delta,
@@ -61,24 +78,7 @@ async fn a_replica_sees_what_another_replica_appended_before_it_decides() {
 /// still holds as pending).
 #[tokio::test]
 async fn a_command_refused_on_a_stale_cached_state_is_decided_again_on_the_log() {
-    let db = TestDb::new().await;
-    ordo_commands::migrate(&db.pool).await.unwrap();
-    let a = CommandService::new(EventStore::new(db.pool.clone()));
-    let b = CommandService::new(EventStore::new(db.pool.clone()));
-    let merchant = Uuid::new_v4();
-    let ctx = CommandContext::new(Actor { id: merchant, role: Role::Merchant }, Uuid::new_v4());
-    a.register_merchant(&ctx, RegisterMerchant { merchant_id: merchant, name: "Shop".into() }).await.unwrap();
-    let product = Uuid::new_v4();
-    let listing = ListProduct {
-        product_id: product,
-        merchant_id: merchant,
-        sku: Sku::parse("SKU-2").unwrap(),
-        name: "Lamp".into(),
-        description: None,
-        price: Money::new(1_000, Currency::parse("EUR").unwrap()),
-        initial_stock: 5,
-    };
-    a.list_product(&ctx, listing).await.unwrap();
+    let Replicas { db: _db, a, b, ctx, product } = Replicas::with_product("SKU-2").await;
     let restock = AdjustStock { delta: 10, reason: StockAdjustmentReason::Restock };
     b.adjust_stock(&ctx, product, restock).await.unwrap();
 

@@ -238,8 +238,7 @@ impl Relay {
         let key = SigningKey::load(self.store.pool()).await?;
         let Some((mut producing, created)) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
         let mut state = load_state(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
-        if !created.is_empty() && !state.partitions.is_empty() {
-            let reason = format!("topics {} were missing", created.join(", "));
+        if let Some(reason) = state.recreated(&created) {
             state = self.new_incarnation(&mut lock, &reason).await?;
             producing.renew(cfg)?;
         }
@@ -323,23 +322,16 @@ impl Relay {
                             () = shutdown.wait() => return Ok(()),
                         }
                         // The broker may have come back empty: re-create topics, rebuild the producer.
-                        let settings = kafka::TopicSettings::from_env().map_err(kafka::SetupError::from);
-                        let created = match settings {
-                            Ok(s) => {
-                                self.fenced(&mut lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions, s))
-                                    .await?
-                            }
-                            Err(e) => Err(e),
-                        };
+                        let created =
+                            self.fenced(&mut lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions)).await?;
                         producing.renew(cfg)?;
-                        match created {
-                            Ok(created) if !created.is_empty() && !state.partitions.is_empty() => {
-                                let reason = format!("topics {} were missing", created.join(", "));
-                                state = self.new_incarnation(&mut lock, &reason).await?;
-                                break None; // the new incarnation starts from the beginning of the log
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(relay = %cfg.name, error = %e, "cannot ensure topics"),
+                        let created = created.unwrap_or_else(|e| {
+                            tracing::warn!(relay = %cfg.name, error = %e, "cannot ensure topics");
+                            Vec::new()
+                        });
+                        if let Some(reason) = state.recreated(&created) {
+                            state = self.new_incarnation(&mut lock, &reason).await?;
+                            break None; // the new incarnation starts from the beginning of the log
                         }
                     }
                 }
@@ -438,11 +430,7 @@ impl Relay {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.max_backoff);
         loop {
-            let settings = kafka::TopicSettings::from_env().map_err(kafka::SetupError::from);
-            let created = match settings {
-                Ok(s) => self.fenced(lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions, s)).await?,
-                Err(e) => Err(e),
-            };
+            let created = self.fenced(lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions)).await?;
             match created {
                 Ok(created) => return Ok(Some((Producing::new(cfg)?, created))),
                 Err(e) => {
@@ -544,7 +532,18 @@ struct Mark {
     watermark_floor: i64,
 }
 
+/// The reason for a new incarnation when `created` topics had to be created again.
+fn topics_recreated(created: &[String]) -> Option<String> {
+    (!created.is_empty()).then(|| format!("topics {} were missing", created.join(", ")))
+}
+
 impl RelayState {
+    /// Why the broker lost what this relay published, when it had published something and
+    /// `created` topics had to be created again.
+    fn recreated(&self, created: &[String]) -> Option<String> {
+        topics_recreated(created).filter(|_| !self.partitions.is_empty())
+    }
+
     /// The first delivery that landed below where this relay's messages already reached in its
     /// partition, if any.
     fn lost_by<'a>(&self, delivered: &'a [publish::Delivered]) -> Option<&'a publish::Delivered> {
@@ -680,11 +679,8 @@ async fn broker_lost_data(
         Ok(false) => None,
         Ok(true) => {
             // A topic is gone: create it, and say so if it really was missing.
-            let settings = kafka::TopicSettings::from_env().ok()?;
-            match kafka::create_missing_topics(&cfg.brokers, cfg.partitions, settings).await {
-                Ok(created) if !created.is_empty() => Some(format!("topics {} were missing", created.join(", "))),
-                _ => None,
-            }
+            let created = kafka::create_missing_topics(&cfg.brokers, cfg.partitions).await.ok()?;
+            topics_recreated(&created)
         }
     }
 }

@@ -146,7 +146,6 @@ pub(crate) async fn publish(
         let signature = stamp.key.sign(&encoded.payload);
         let headers = encoded
             .headers
-            .clone()
             .insert(Header { key: headers::INCARNATION, value: Some(incarnation.as_str()) })
             .insert(Header { key: headers::SIGNATURE, value: Some(signature.as_str()) });
         let mut record = FutureRecord::to(encoded.topic)
