@@ -2,26 +2,29 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run test test-deps lint fmt schemas screenshot broker bench clean-test-dbs
+.PHONY: help run stop reset test test-deps lint fmt schemas screenshot broker bench clean-test-dbs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-run: ## start everything with demo data (Ctrl-C stops it)
+run: ## start everything with demo data (Ctrl-C or `make stop` stops it)
 	scripts/run.sh
+
+stop: ## stop what `make run` started
+	scripts/stop.sh
+
+reset: ## stop, drop the database and the demo state
+	scripts/stop.sh --reset
 
 test-deps:
 	@scripts/ensure-postgres.sh
 	@scripts/install-tools.sh
 	@scripts/install-broker.sh
+	@scripts/install-nextest.sh
 
 test: test-deps ## the whole suite (real Postgres and a real broker)
 	$(CARGO) build --workspace --bins
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
-	else \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
+	$(CARGO) nextest run --workspace --no-fail-fast
 
 lint: ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -6,6 +6,7 @@
 mod client;
 mod console;
 mod lifecycle;
+mod make_run;
 mod ops;
 mod projector_crash;
 mod relay_failover;
