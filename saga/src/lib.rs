@@ -16,6 +16,8 @@
 //! `failed` and `retry`).
 
 pub mod handler;
+pub mod queue;
+pub mod watermark;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
