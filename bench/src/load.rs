@@ -72,6 +72,9 @@ pub struct Args {
     /// Only the mix phase (no headline phases, no pgbench), e.g. under a profiler.
     #[arg(long)]
     mix_only: bool,
+    /// Only the order-flow phase (no mix, no other headline phases, no pgbench).
+    #[arg(long, conflicts_with = "mix_only")]
+    order_flow_only: bool,
     /// Where results go; default `bench-results/<UTC timestamp>/`.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -143,7 +146,7 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
     if let Some(stack) = stack.as_mut() {
         stack.stop_processes().await;
     }
-    let result = match (result, db_url.as_deref(), args.mix_only) {
+    let result = match (result, db_url.as_deref(), args.mix_only || args.order_flow_only) {
         (Ok(mut report), Some(url), false) => {
             let pool = ordo_event_store::connect(url, 2).await?;
             let pg = pgbench(&pool, url, args.concurrency, Duration::from_secs(args.phase_seconds), &out).await;
@@ -213,8 +216,10 @@ async fn drive(
         visibility_every: args.visibility_every,
     };
 
-    report.phases.push(phase(http, &world, &urls, "mix", spec(args.mix.clone(), args.seconds, None)).await);
-    if !args.mix_only {
+    if !args.order_flow_only {
+        report.phases.push(phase(http, &world, &urls, "mix", spec(args.mix.clone(), args.seconds, None)).await);
+    }
+    if !args.mix_only && !args.order_flow_only {
         let max = phase(http, &world, &urls, "adjust-max", spec(Mix::only(Op::Adjust), args.phase_seconds, None)).await;
         let half_rate = max.commands.per_second / 2.0;
         report.phases.push(max);
@@ -222,13 +227,30 @@ async fn drive(
         report.phases.push(phase(http, &world, &urls, "adjust-half", half).await);
         let hot = PhaseSpec { concurrency: args.hot_clients, ..spec(Mix::only(Op::Hot), args.phase_seconds, None) };
         report.phases.push(phase(http, &world, &urls, "hot-product", hot).await);
+    }
+    if !args.mix_only {
         world.take_placed_log();
+        // the saga's own appends: how many requests its group-commit batches carried
+        let saga_metrics = stack.map(|s| format!("{}/metrics", s.url(Service::Saga)));
+        let batches_before = match &saga_metrics {
+            Some(url) => Some(crate::scrape::Scrape::fetch(http, url).await),
+            None => None,
+        };
         let flow_started = Instant::now();
         report
             .phases
             .push(phase(http, &world, &urls, "order-flow", spec(Mix::only(Op::Place), args.phase_seconds, None)).await);
         if let Some(pool) = &pool {
-            report.order_flow = Some(order_flow(pool, world.take_placed_log(), flow_started).await?);
+            let mut flow = order_flow(pool, world.take_placed_log(), flow_started).await?;
+            if let (Some(url), Some(before)) = (&saga_metrics, batches_before) {
+                let after = crate::scrape::Scrape::fetch(http, url).await;
+                let delta = |name: &str| after.sum(name) - before.sum(name);
+                let (requests, batches) =
+                    (delta("ordo_append_batch_requests_sum"), delta("ordo_append_batch_requests_count"));
+                flow.saga_appends = requests as u64;
+                flow.saga_batches = batches as u64;
+            }
+            report.order_flow = Some(flow);
         }
     }
     if let Some(stack) = stack {
@@ -347,6 +369,8 @@ async fn order_flow(pool: &PgPool, ids: Vec<Uuid>, started: Instant) -> anyhow::
         confirmed: confirmed as u64,
         seconds,
         orders_per_s: confirmed as f64 / seconds.max(1e-9),
+        saga_appends: 0,
+        saga_batches: 0,
     })
 }
 

@@ -63,6 +63,10 @@ pub struct OrderFlow {
     /// From the start of placing to the last order decided (or the one-minute limit).
     pub seconds: f64,
     pub orders_per_s: f64,
+    /// Appends of the saga process during the flow, and the group-commit batches they took
+    /// (0 when the saga's metrics were not reachable).
+    pub saga_appends: u64,
+    pub saga_batches: u64,
 }
 
 /// pgbench's one-row INSERT, flat out and at half its own rate.
@@ -286,6 +290,15 @@ fn markdown(r: &LoadReport) -> String {
             "\n### Order flow\n\n{} orders placed; {} decided and {} confirmed in the read model {:.1} s after placing began: **{:.0} orders/s** from placed to confirmed and visible.",
             f.placed, f.decided, f.confirmed, f.seconds, f.orders_per_s
         );
+        if f.saga_batches > 0 {
+            let _ = writeln!(
+                md,
+                "\nThe saga appended {} requests in {} group-commit batches ({:.2} per batch).",
+                f.saga_appends,
+                f.saga_batches,
+                f.saga_appends as f64 / f.saga_batches as f64
+            );
+        }
     }
     if let Some(pg) = &r.pgbench {
         let _ = writeln!(md, "\n### pgbench one-row INSERT, {} clients\n\n| run | tx/s | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|", pg.clients);

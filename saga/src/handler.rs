@@ -114,9 +114,10 @@ impl OrderSaga {
                 Ok(if released > 0 { Outcome::Released } else { Outcome::AlreadyHandled })
             }
             (OrderEvent::OrderShipped { .. }, OrderStatus::Shipped | OrderStatus::Delivered) => {
+                let commits = products.iter().map(|p| self.service.commit_reservation(&ctx, *p, order_id));
                 let mut committed = 0;
-                for product_id in products {
-                    committed += self.service.commit_reservation(&ctx, product_id, order_id).await?.events;
+                for result in futures::future::join_all(commits).await {
+                    committed += result?.events;
                 }
                 Ok(if committed > 0 { Outcome::Committed } else { Outcome::AlreadyHandled })
             }
@@ -147,10 +148,14 @@ impl OrderSaga {
             _ => return Ok(Outcome::AlreadyHandled),
         }
 
+        // The lines are reserved at once: each product's lane decides its reservation on its own
+        // stock, and the commands share the writer's batches.
+        let reservations = lines.iter().map(|l| self.service.reserve_stock(ctx, l.product_id, order_id, l.quantity));
+        let results = futures::future::join_all(reservations).await;
         let mut reserved = Vec::new();
         let mut failed = Vec::new();
-        for line in lines {
-            match self.service.reserve_stock(ctx, line.product_id, order_id, line.quantity).await {
+        for (line, result) in lines.iter().zip(results) {
+            match result {
                 Ok(_) => reserved.push(line.product_id),
                 Err(e) if e.is_rejection() => failed.push(self.rejected_line(line, &e).await?),
                 Err(e) => return Err(e.into()),
@@ -198,11 +203,13 @@ impl OrderSaga {
         }
     }
 
-    /// Releases the order's reservation of each product; returns how many events that took.
+    /// Releases the order's reservation of each product (at once); returns how many events that
+    /// took.
     async fn release(&self, ctx: &CommandContext, order_id: Uuid, products: &[Uuid]) -> Result<usize, SagaError> {
+        let releases = products.iter().map(|p| self.service.release_reservation(ctx, *p, order_id));
         let mut events = 0;
-        for product_id in products {
-            match self.service.release_reservation(ctx, *product_id, order_id).await {
+        for result in futures::future::join_all(releases).await {
+            match result {
                 Ok(o) => events += o.events,
                 // An unknown product holds nothing.
                 Err(CommandError::NotFound(_)) => {}

@@ -7,15 +7,23 @@
 //! - A cancellation that wins the race against the confirmation is compensated (released).
 //!
 //! Commands carry the triggering event's correlation id, its event id as causation id and its
-//! trace context. Offsets are committed only after an event was handled, so a crash
-//! redelivers; handling is idempotent (see [`handler`]), so a redelivery changes nothing.
-//! Infrastructure failures are retried with backoff on the same event (the partition waits);
-//! an event that cannot be decoded is logged, counted and skipped.
+//! trace context. Events of different orders are handled concurrently (up to
+//! [`SagaConfig::concurrency`] at once), the events of one order one after another in the order
+//! the partition delivered them ([`queue`]). An offset is committed only when it and every
+//! earlier offset of its partition were handled ([`watermark`]), so a crash redelivers whatever
+//! was not; handling is idempotent (see [`handler`]), so a redelivery changes nothing.
+//! Infrastructure failures are retried with backoff on the same event (its order waits, and its
+//! partition's watermark with it); an event that cannot be decoded is logged, counted and
+//! skipped. See ADR 0024.
 //!
 //! Metrics: `ordo_saga_outcomes_total{outcome}` (see [`Outcome::as_str`], plus `malformed`,
-//! `failed` and `retry`).
+//! `failed` and `retry`), `ordo_saga_in_flight` (events being handled) and
+//! `ordo_saga_uncommitted` (events received whose offset is not committed yet).
 
+mod dispatch;
 pub mod handler;
+pub mod queue;
+pub mod watermark;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,9 +33,11 @@ use ordo_commands::CommandService;
 use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer};
 use ordo_schemas::StreamCategory;
 use ordo_service::shutdown::Shutdown;
-use tracing::Instrument;
 
 pub use handler::{OrderSaga, Outcome, SagaError};
+
+/// Events handled at once by default.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
 
 /// How the saga runs. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -40,6 +50,12 @@ pub struct SagaConfig {
     pub partitions: i32,
     /// Longest wait between retries of an event that failed for infrastructure reasons (5 s).
     pub max_backoff: Duration,
+    /// Events handled at once, of different orders (default [`DEFAULT_CONCURRENCY`]; 1 handles
+    /// one event at a time). Received events waiting behind one of their order count too.
+    pub concurrency: usize,
+    /// How long shutdown waits for the events in flight before abandoning them (10 s); an
+    /// abandoned event is not committed and is redelivered.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SagaConfig {
@@ -49,6 +65,8 @@ impl Default for SagaConfig {
             group_id: "ordo-order-saga".into(),
             partitions: 3,
             max_backoff: Duration::from_secs(5),
+            concurrency: usize::from(DEFAULT_CONCURRENCY),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -57,12 +75,38 @@ impl Default for SagaConfig {
 #[derive(Debug, Default)]
 pub struct SagaStatus {
     handled: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 impl SagaStatus {
-    /// Messages handled and committed (including ignored and already-handled ones).
+    /// Messages handled (including ignored and already-handled ones); each is committed once
+    /// every earlier message of its partition was handled too.
     pub fn handled(&self) -> u64 {
         self.handled.load(Ordering::SeqCst)
+    }
+
+    /// The most events that were being handled at the same moment.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts an event as being handled until the answer is dropped.
+    fn in_flight(self: &Arc<Self>) -> InFlight {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        metrics::gauge!("ordo_saga_in_flight").increment(1.0);
+        InFlight(self.clone())
+    }
+}
+
+/// An event being handled (also when its task is aborted).
+struct InFlight(Arc<SagaStatus>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("ordo_saga_in_flight").decrement(1.0);
     }
 }
 
@@ -73,8 +117,9 @@ pub enum RunError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// Consumes `ordo.orders` until `shutdown` fires, then finishes the event in hand, commits
-/// offsets and leaves the group.
+/// Consumes `ordo.orders` until `shutdown` fires, then finishes the events in flight (for at
+/// most [`SagaConfig::shutdown_grace`]), drops the ones waiting behind them, commits the offsets
+/// every handled event allows and leaves the group.
 ///
 /// # Errors
 /// [`RunError`] when the consumer cannot be created.
@@ -89,74 +134,14 @@ pub async fn run(
         return Ok(());
     }
     let settings = ConsumerSettings::new(&config.brokers, &config.group_id, &[StreamCategory::Order.topic()]);
-    let mut consumer = EventConsumer::start(settings)?;
-    let saga = OrderSaga::new(service);
-    tracing::info!(group = %config.group_id, "order saga consuming");
-    loop {
-        let message = tokio::select! {
-            m = consumer.recv() => m,
-            () = shutdown.wait() => None,
-        };
-        let Some(message) = message else { break };
-        let envelope = match kafka::decode(&message) {
-            Ok(e) => e,
-            Err(e) => {
-                use rdkafka::Message;
-                tracing::error!(error = %e, topic = message.topic(), partition = message.partition(),
-                    offset = message.offset(), "malformed message skipped");
-                metrics::counter!("ordo_saga_outcomes_total", "outcome" => "malformed").increment(1);
-                consumer.commit(&message);
-                continue;
-            }
-        };
-        let meta = &envelope.metadata.metadata;
-        let span = tracing::info_span!("saga_event", event_type = %envelope.event_type, order_id = %envelope.stream_id,
-            event_id = %meta.event_id, correlation_id = %meta.correlation_id,
-            traceparent = meta.traceparent.as_deref().unwrap_or_default());
-        ordo_service::telemetry::set_remote_parent(&span, meta.traceparent.as_deref(), meta.tracestate.as_deref());
-        let finished = handle_with_retries(&saga, &envelope, &config, &shutdown).instrument(span).await;
-        if !finished {
-            break; // shutdown while retrying: the event stays uncommitted and is redelivered
-        }
-        consumer.commit(&message);
-        status.handled.fetch_add(1, Ordering::SeqCst);
-    }
+    let consumer = EventConsumer::start(settings)?;
+    tracing::info!(group = %config.group_id, concurrency = config.concurrency, "order saga consuming");
+    let mut dispatcher = dispatch::Dispatcher::new(OrderSaga::new(service), consumer, config, status, shutdown);
+    dispatcher.consume().await;
+    let consumer = dispatcher.drain().await;
     consumer.shutdown().await;
     tracing::info!("order saga stopped");
     Ok(())
-}
-
-/// Handles one event, retrying transient failures. Returns false if shutdown interrupted it.
-async fn handle_with_retries(
-    saga: &OrderSaga,
-    envelope: &ordo_schemas::EventEnvelope,
-    config: &SagaConfig,
-    shutdown: &Shutdown,
-) -> bool {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match saga.handle(envelope).await {
-            Ok(outcome) => {
-                tracing::debug!(outcome = outcome.as_str(), "saga event handled");
-                metrics::counter!("ordo_saga_outcomes_total", "outcome" => outcome.as_str()).increment(1);
-                return true;
-            }
-            Err(e) if e.is_transient() => {
-                metrics::counter!("ordo_saga_outcomes_total", "outcome" => "retry").increment(1);
-                tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "saga step failed, retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.wait() => return false,
-                }
-                delay = (delay * 2).min(config.max_backoff);
-            }
-            Err(e) => {
-                metrics::counter!("ordo_saga_outcomes_total", "outcome" => "failed").increment(1);
-                tracing::error!(error = %e, "saga cannot handle event, skipped");
-                return true;
-            }
-        }
-    }
 }
 
 /// Creates the topics if missing, retrying until the broker answers or shutdown.

@@ -6,8 +6,10 @@
 //! - `--ops-addr`, `ORDO_SAGA_OPS_ADDR`, `127.0.0.1:9102` (`/healthz`, `/readyz`, `/metrics`)
 //! - `--group-id`, `ORDO_SAGA_GROUP_ID`, `ordo-order-saga`
 //! - `--partitions`, `ORDO_SAGA_PARTITIONS`, 3 (for topics created if missing)
+//! - `--concurrency`, `ORDO_SAGA_CONCURRENCY`, 64 (events handled at once, of different orders)
 //!
-//! SIGTERM or Ctrl-C: the event in hand is finished, offsets are committed, then it exits.
+//! SIGTERM or Ctrl-C: the events in flight are finished (for up to 10 s), the offsets they allow
+//! are committed, then it exits.
 
 use std::sync::Arc;
 
@@ -41,6 +43,10 @@ struct Args {
     /// Partitions of topics created at start-up when missing.
     #[arg(long, env = "ORDO_SAGA_PARTITIONS", default_value_t = 3)]
     partitions: i32,
+    /// Events handled at once, of different orders (1: one at a time).
+    #[arg(long, env = "ORDO_SAGA_CONCURRENCY", default_value_t = ordo_saga::DEFAULT_CONCURRENCY,
+        value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
 }
 
 #[tokio::main]
@@ -58,10 +64,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         brokers: args.brokers.clone(),
         group_id: args.group_id,
         partitions: args.partitions,
+        concurrency: usize::from(args.concurrency),
         ..SagaConfig::default()
     };
 
-    tracing::info!(brokers = %config.brokers, group = %config.group_id, "order saga starting");
+    tracing::info!(brokers = %config.brokers, group = %config.group_id, concurrency = config.concurrency, "order saga starting");
     let stop = Shutdown::on_signal();
     let checks = vec![ops::postgres(pool.clone()), kafka::readiness(args.brokers.clone())];
     let ops_task = ops::serve_worker_ops(&args.ops_addr, checks, stop.clone()).await?;

@@ -2,6 +2,7 @@
 //! task, the saga consuming `ordo.orders`, commands issued through `CommandService`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod concurrency;
 mod hostile_input;
 mod orders;
 mod restart;
@@ -92,12 +93,23 @@ impl World {
 
     /// Starts a saga replica in consumer group `group`.
     pub fn saga(&self, group: &str) -> (Task, Arc<SagaStatus>) {
-        let config = SagaConfig {
+        self.saga_with(group, SagaConfig::default().concurrency)
+    }
+
+    /// Starts a saga replica in consumer group `group` handling up to `concurrency` events at once.
+    pub fn saga_with(&self, group: &str, concurrency: usize) -> (Task, Arc<SagaStatus>) {
+        self.saga_config(group, |c| c.concurrency = concurrency)
+    }
+
+    /// Starts a saga replica in consumer group `group` with the test settings as `adjust` leaves them.
+    pub fn saga_config(&self, group: &str, adjust: impl FnOnce(&mut SagaConfig)) -> (Task, Arc<SagaStatus>) {
+        let mut config = SagaConfig {
             brokers: self.broker.bootstrap(),
             group_id: group.into(),
             max_backoff: Duration::from_millis(500),
             ..SagaConfig::default()
         };
+        adjust(&mut config);
         let status = Arc::new(SagaStatus::default());
         let stop = Shutdown::new();
         let (service, st, s) = (self.service.clone(), status.clone(), stop.clone());
@@ -182,6 +194,12 @@ impl World {
             .iter()
             .filter(|e| e.event_type == event_type && e.data["order_id"] == serde_json::json!(order_id))
             .count()
+    }
+
+    /// Every event in the log, as (position, event type), in log order.
+    pub async fn log(&self) -> Vec<(i64, String)> {
+        let (events, _) = self.db.store().read_all(ordo_event_store::LogCursor::START, 1_000_000).await.unwrap();
+        events.into_iter().map(|e| (e.position, e.event_type)).collect()
     }
 
     pub async fn shutdown(mut self) {
