@@ -129,7 +129,10 @@ pub async fn one(
                 return Err(Problem::forbidden("this order is not yours"));
             }
             if cache::satisfies(Table::Orders, id, hit.version, token.as_ref()) {
-                return Ok(consistency::mark(hit.response(&headers), token.map(|_| Outcome::Honoured)));
+                return Ok(consistency::mark(
+                    hit.response(&headers),
+                    token.map(|_| consistency::honoured_from_cache()),
+                ));
             }
             None
         }

@@ -171,7 +171,7 @@ pub async fn one(
     // the entry answers when it satisfies the token itself; any other token goes to the database
     if let Some(hit) = state.cache.row(Table::Products, id) {
         if cache::satisfies(Table::Products, id, hit.version, token.as_ref()) {
-            return Ok(consistency::mark(hit.response(&headers), token.map(|_| Outcome::Honoured)));
+            return Ok(consistency::mark(hit.response(&headers), token.map(|_| consistency::honoured_from_cache())));
         }
     }
     let ticket = state.cache.row_ticket(Table::Products, id);
