@@ -8,6 +8,10 @@
 #                                 whole stack over HTTP (with the hot-product phase) vs pgbench;
 #                                 ends with write-path.md, the table of figure / measured / target / met
 #   scripts/bench.sh load         only the load and rebuild runs (report.md with latency.svg)
+#   scripts/bench.sh query        only the reads: GET /v1/products/{id} and an authorised
+#                                 GET /v1/orders/{id} with its token through the query API (read
+#                                 cache off, then on) beside pgbench's primary-key SELECT (wrk,
+#                                 installed by scripts/install-tools.sh --bench; ~2 min)
 #
 # Honours ORDO_BENCH_OUT (result directory), ORDO_BENCH_EVENTS (log size of the rebuild run,
 # default 1000000), ORDO_BENCH_LOAD_ARGS and ORDO_BENCH_REBUILD_ARGS (extra flags, see
@@ -23,13 +27,16 @@ cd "$(dirname "$0")/.."
 
 what="${1:-all}"
 case "$what" in
-  all | write-path | load) ;;
-  *) echo "usage: scripts/bench.sh [all|write-path|load]" >&2; exit 2 ;;
+  all | write-path | load | query) ;;
+  *) echo "usage: scripts/bench.sh [all|write-path|load|query]" >&2; exit 2 ;;
 esac
 
 scripts/ensure-postgres.sh
 scripts/install-broker.sh >/dev/null
 command -v pgbench >/dev/null || { echo "pgbench is missing (Debian package postgresql-client)" >&2; exit 1; }
+if [ "$what" = "all" ] || [ "$what" = "query" ]; then
+  scripts/install-tools.sh --bench
+fi
 if [ "${ORDO_BENCH_SKIP_BUILD:-0}" != "1" ]; then
   echo "==> building release binaries"
   cargo build --release --bins
@@ -89,8 +96,26 @@ write_path() {
   "$bench" write-path-report --dir "$out"
 }
 
+query() {
+  echo "==> reads through the query API vs pgbench"
+  uptime | tee "$out/uptime-query-before.txt"
+  "$bench" query --json "$out/query.json" | tee "$out/query.txt"
+  uptime | tee "$out/uptime-query-after.txt"
+  { echo; echo '## Reads through the query API vs pgbench'; echo; echo '```'; cat "$out/query.txt"; echo '```'; } \
+    >"$out/query.md"
+}
+
+if [ "$what" = "query" ]; then
+  query
+  cat "$out/machine.md" "$out/query.md" >"$out/report.md"
+  echo "==> report: $out/report.md"
+  exit 0
+fi
 if [ "$what" != "load" ]; then
   write_path
+fi
+if [ "$what" = "all" ]; then
+  query
 fi
 if [ "$what" != "write-path" ]; then
   echo "==> load run"
@@ -101,6 +126,7 @@ if [ "$what" != "write-path" ]; then
   # shellcheck disable=SC2086
   "$bench" rebuild --out "$out/full" --events "${ORDO_BENCH_EVENTS:-1000000}" ${ORDO_BENCH_REBUILD_ARGS:-}
   cat "$out/machine.md" "$out/full/load.md" "$out/full/rebuild.md" >"$out/report.md"
+  if [ -f "$out/query.md" ]; then cat "$out/query.md" >>"$out/report.md"; fi
 fi
 if [ -f "$out/write-path.md" ]; then
   if [ -f "$out/report.md" ]; then

@@ -4,8 +4,19 @@
 #   provider's keys and the trace exporter link the system OpenSSL);
 # - to test (skipped with --build): promtool (package prometheus) for validating the shipped alert
 #   rules, jq/curl used by make run, python3 for the export verifier in docs/, and chromium with
-#   chromium-driver for the console's browser tests.
+#   chromium-driver for the console's browser tests;
+# - with --bench only: wrk, the HTTP load generator of `ordo-bench query` (scripts/bench.sh query).
 set -euo pipefail
+
+if [ "${1:-}" = "--bench" ]; then
+  command -v wrk >/dev/null 2>&1 && exit 0
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null
+  exit 0
+fi
 
 missing=()
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)

@@ -6,6 +6,8 @@
 //! - [`commands`]: the command path without HTTP (the service called directly).
 //! - [`cold_load`]: cold loads of long streams, without and with snapshots.
 //! - [`load`]: the whole stack (release binaries, fresh database, own broker) under HTTP load.
+//! - [`query`]: single-resource reads through the query API (read cache off and on) against
+//!   pgbench's primary-key SELECT of the same rows.
 //! - [`rebuild`]: a log of a million realistic events, then projection rebuilds and the relay
 //!   timed over it.
 //! - [`write_path`]: the table of one write-path sequence's figures against their targets.
@@ -20,6 +22,7 @@ pub mod load;
 pub mod observe;
 pub mod pgbench;
 pub mod procstat;
+pub mod query;
 pub mod rebuild;
 pub mod report;
 pub mod scrape;

@@ -2,7 +2,7 @@
 //! PostgreSQL at the same concurrency. See the library docs of `ordo_bench`.
 
 use clap::{Parser, Subcommand};
-use ordo_bench::{append, cold_load, commands, load, rebuild, write_path};
+use ordo_bench::{append, cold_load, commands, load, query, rebuild, write_path};
 
 #[derive(Parser)]
 #[command(name = "ordo-bench", about = "benchmarks of Ordo against the database's own limit")]
@@ -37,6 +37,9 @@ enum Command {
     /// latency at half of it, one hot product, the order flow, and pgbench at the same
     /// concurrency.
     Load(Box<load::Args>),
+    /// `GET /v1/products/{id}` and an authorised `GET /v1/orders/{id}` with its token through
+    /// the release query API, read cache off and on, each beside pgbench's primary-key SELECT.
+    Query(query::Args),
     /// Appends a large realistic log, then times every projection rebuild and the relay over it.
     Rebuild(rebuild::Args),
     /// The write-path figures of one `scripts/bench.sh write-path` run as one table of figure,
@@ -53,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Commands(args) => commands::run(&cli.admin_url, args).await,
         Command::ColdLoad(args) => cold_load::run(&cli.admin_url, args).await,
         Command::Load(args) => load::run(&cli.admin_url, *args).await,
+        Command::Query(args) => query::run(&cli.admin_url, args).await,
         Command::Rebuild(args) => rebuild::run(&cli.admin_url, args).await,
         Command::WritePathReport(args) => write_path::run(args),
     }

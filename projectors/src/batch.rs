@@ -13,7 +13,8 @@
 //!    one statement for the whole batch.
 //! 3. Still in it: a row that was not at the version its fold started from makes its stream's
 //!    first folded event a poison event; then dead letters, parked streams, progress, totals and
-//!    offsets are written, one statement each.
+//!    offsets are written, one statement each, and one `pg_notify` names the live rows touched
+//!    (the query API's cache drops them when the batch commits).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,6 +31,10 @@ use crate::model::Target;
 use crate::plan::{Plan, Source};
 use crate::step::{after_gap, next_step, Arrival, Step, StreamState};
 use crate::ProjectorError;
+
+/// The channel each batch notifies, in its transaction, with the live read-model rows it touched
+/// (see `bookkeeping::touched_payload`); the query API's cache listens on it.
+pub const READ_MODEL_CHANNEL: &str = "ordo_read_models";
 
 /// What one batch did, summed over projections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -299,6 +304,7 @@ impl Projector {
             plan.unapply(key);
         }
         let stats = plan.record(&mut *tx, events, group).await?;
+        bookkeeping::notify_touched(&mut *tx, &self.targets, &pairs).await?;
         Ok(stats)
     }
 }

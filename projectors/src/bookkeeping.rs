@@ -308,3 +308,81 @@ pub(crate) async fn save_dead_letters(
     }
     Ok(())
 }
+
+/// Largest notification payload sent; Postgres refuses more than 8000 bytes.
+const NOTIFY_LIMIT: usize = 7900;
+
+/// The `pg_notify` payload telling readers which read-model rows a batch touched:
+/// `{"<projection>": ["<stream id>", ...] | "*"}` over live targets only. A projection whose ids
+/// would not fit becomes `"*"` (everything of it), largest first, until the payload fits.
+pub(crate) fn touched_payload(targets: &[Target], pairs: &[StreamKey]) -> Option<String> {
+    let mut touched: BTreeMap<&'static str, Vec<uuid::Uuid>> = BTreeMap::new();
+    for (ti, stream) in pairs {
+        let target = &targets[*ti];
+        if target.live {
+            touched.entry(target.projection.name()).or_default().push(stream.id);
+        }
+    }
+    if touched.is_empty() {
+        return None;
+    }
+    let mut all: Vec<&'static str> = Vec::new();
+    // 36 characters, two quotes and a comma per id; the name, its quotes and punctuation
+    let size = |t: &BTreeMap<&str, Vec<uuid::Uuid>>, all: &[&str]| {
+        t.iter().map(|(n, ids)| n.len() + 6 + ids.len() * 39).sum::<usize>()
+            + all.iter().map(|n| n.len() + 8).sum::<usize>()
+    };
+    while size(&touched, &all) > NOTIFY_LIMIT {
+        let Some((&largest, _)) = touched.iter().max_by_key(|(_, ids)| ids.len()) else { break };
+        touched.remove(largest);
+        all.push(largest);
+    }
+    let mut payload = serde_json::Map::new();
+    for (name, ids) in touched {
+        payload.insert(name.to_owned(), ids.iter().map(|id| serde_json::Value::from(id.to_string())).collect());
+    }
+    for name in all {
+        payload.insert(name.to_owned(), serde_json::Value::from("*"));
+    }
+    Some(serde_json::Value::Object(payload).to_string())
+}
+
+/// One notification per batch, inside its transaction: delivered when (and only if) the batch
+/// commits.
+pub(crate) async fn notify_touched(
+    conn: &mut PgConnection,
+    targets: &[Target],
+    pairs: &[StreamKey],
+) -> Result<(), ProjectorError> {
+    let Some(payload) = touched_payload(targets, pairs) else { return Ok(()) };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::batch::READ_MODEL_CHANNEL)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod payload_tests {
+    use super::*;
+    use crate::model::Projection;
+
+    #[test]
+    fn a_payload_too_large_for_postgres_names_the_largest_projection_whole() {
+        let targets = vec![Target::live(Projection::Catalog), Target::live(Projection::Orders)];
+        let product = StreamRef::new(StreamCategory::Product, uuid::Uuid::new_v4());
+        let mut pairs: Vec<StreamKey> = vec![(0, product)];
+        let small = touched_payload(&targets, &pairs).unwrap();
+        assert_eq!(small, format!("{{\"catalog\":[\"{}\"]}}", product.id));
+        pairs.extend((0..500).map(|_| (1, StreamRef::new(StreamCategory::Order, uuid::Uuid::new_v4()))));
+        let big = touched_payload(&targets, &pairs).unwrap();
+        assert!(big.len() <= NOTIFY_LIMIT, "{} bytes", big.len());
+        let v: serde_json::Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(v["orders"], "*");
+        assert_eq!(v["catalog"][0], product.id.to_string());
+        let shadow = vec![Target::shadow(Projection::Catalog)];
+        assert_eq!(touched_payload(&shadow, &[(0, product)]), None);
+    }
+}

@@ -44,6 +44,9 @@ pub struct Config {
     /// Log subscribers one process serves at once (more get 503).
     #[arg(long, env = "ORDO_QUERY_LOG_MAX_SUBSCRIBERS", default_value_t = 256)]
     pub log_max_subscribers: usize,
+    /// Memory of the read cache (rows and first pages) in MiB; 0 turns it off.
+    #[arg(long, env = "ORDO_QUERY_CACHE_MIB", default_value_t = 32)]
+    pub cache_mib: u64,
     /// The relay's name (its checkpoint and leader lock), for `/v1/log/status`.
     #[arg(long, env = "ORDO_RELAY_NAME", default_value = "relay")]
     pub relay_name: String,
@@ -64,6 +67,7 @@ impl Config {
             log_heartbeat_secs: 15,
             log_buffer: 64,
             log_max_subscribers: 256,
+            cache_mib: 32,
             relay_name: "relay".to_owned(),
         }
     }
@@ -76,6 +80,11 @@ impl Config {
             max_subscribers: self.log_max_subscribers,
             ..crate::log_feed::FeedOptions::default()
         }
+    }
+
+    /// The read cache this configuration asks for (disabled at 0 MiB).
+    pub fn cache(&self) -> crate::cache::QueryCache {
+        crate::cache::QueryCache::new(self.cache_mib.saturating_mul(1 << 20))
     }
 
     pub fn consistency_wait(&self) -> Duration {
@@ -97,6 +106,7 @@ impl std::fmt::Debug for Config {
             .field("log_heartbeat_secs", &self.log_heartbeat_secs)
             .field("log_buffer", &self.log_buffer)
             .field("log_max_subscribers", &self.log_max_subscribers)
+            .field("cache_mib", &self.cache_mib)
             .field("relay_name", &self.relay_name)
             .finish()
     }

@@ -77,6 +77,12 @@ pub async fn wait(
     }
 }
 
+/// The outcome of a token a cached entry satisfies by itself (counted like a waited one).
+pub fn honoured_from_cache() -> Outcome {
+    metrics::counter!("ordo_query_consistency_total", "outcome" => "honoured").increment(1);
+    Outcome::Honoured
+}
+
 /// Marks a response with the outcome, when a token was given.
 pub fn mark(mut resp: Response, outcome: Option<Outcome>) -> Response {
     if let Some(o) = outcome {

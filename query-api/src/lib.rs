@@ -8,6 +8,8 @@
 
 mod admin;
 pub mod audit;
+pub mod cache;
+mod cache_listener;
 pub mod config;
 pub mod consistency;
 mod console;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub heartbeat: Duration,
     /// The relay whose leader and lag `/v1/log/status` reports.
     pub relay_name: String,
+    /// Rows and first pages, kept fresh by the projectors' notifications.
+    pub cache: cache::QueryCache,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -96,6 +100,20 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let cache = config.cache();
+    run_with_cache(listener, config, cache, shutdown).await
+}
+
+/// [`run`] with the read cache given (tests keep a handle to read its counters).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_cache(
+    listener: TcpListener,
+    config: Config,
+    cache: cache::QueryCache,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let pool = ordo_event_store::connect(&config.database_url, config.db_connections).await?;
     ordo_event_store::migrate(&pool).await?;
     ordo_projectors::migrate(&pool).await?;
@@ -111,7 +129,9 @@ pub async fn run(
         feed,
         heartbeat: Duration::from_secs(config.log_heartbeat_secs.max(1)),
         relay_name: config.relay_name.clone(),
+        cache: cache.clone(),
     };
+    let listening = tokio::spawn(cache_listener::listen(cache, pool.clone(), stop.clone()));
     let limits = Limits { timeout: Duration::from_millis(config.request_timeout_ms), ..Limits::default() };
     tracing::info!(addr = %listener.local_addr()?, "query api listening");
     let shutdown = async move {
@@ -119,6 +139,7 @@ pub async fn run(
         stop.trigger();
     };
     ordo_service::http::serve(listener, app(state, limits), shutdown).await?;
+    listening.await?;
     pool.close().await;
     tracing::info!("query api stopped");
     Ok(())

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ordo_projectors::Projection;
-use ordo_schemas::{OrderStatus, Role, StreamCategory};
+use ordo_schemas::{OrderStatus, Role};
 use ordo_service::{Principal, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,8 +16,9 @@ use sqlx::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::cache::{self, Cached, ListKey, Table};
 use crate::consistency::{self, Outcome};
-use crate::params::{etag_response, page, path_uuid, Params};
+use crate::params::{page, path_uuid, Params};
 use crate::products::MoneyView;
 use crate::{internal, AppState};
 
@@ -121,17 +122,31 @@ pub async fn one(
     let token = consistency::token(&p, &headers)?;
     // Who may read an order never changes once it is placed, so a reader who may not see it is
     // refused before any consistency wait. An order not in the read model yet is waited for.
-    let mut order = fetch_one(&state, id).await?;
-    if let Some(o) = &order {
-        if !may_read(&principal, o) {
-            return Err(Problem::forbidden("this order is not yours"));
+    // A cached entry answers when it satisfies the token itself; other tokens go to the database.
+    let mut order = match state.cache.row(Table::Orders, id) {
+        Some(hit) => {
+            if !may_read(&principal, &hit) {
+                return Err(Problem::forbidden("this order is not yours"));
+            }
+            if cache::satisfies(Table::Orders, id, hit.version, token.as_ref()) {
+                return Ok(consistency::mark(
+                    hit.response(&headers),
+                    token.map(|_| consistency::honoured_from_cache()),
+                ));
+            }
+            None
         }
-    }
+        None => {
+            let order = fetch_one(&state, id).await?;
+            if order.as_ref().is_some_and(|o| !may_read(&principal, o)) {
+                return Err(Problem::forbidden("this order is not yours"));
+            }
+            order
+        }
+    };
     let mut outcome = None;
     if let Some(t) = token {
-        let shown = order
-            .as_ref()
-            .is_some_and(|o| t.stream.id == id && t.stream.category == StreamCategory::Order && o.version >= t.version);
+        let shown = order.as_ref().is_some_and(|o| cache::satisfies(Table::Orders, id, o.version, Some(&t)));
         outcome = Some(consistency::wait(&state.pool, Projection::Orders, &t, state.consistency_wait).await?);
         if !shown {
             order = fetch_one(&state, id).await?;
@@ -139,25 +154,31 @@ pub async fn one(
     }
     let resp = match order {
         None => Problem::not_found("no such order").into_response(),
-        Some(order) if may_read(&principal, &order) => {
-            etag_response(&headers, order.version, Json(order).into_response())
-        }
+        Some(order) if may_read(&principal, &order) => order.response(&headers),
         Some(_) => Problem::forbidden("this order is not yours").into_response(),
     };
     Ok(consistency::mark(resp, outcome))
 }
 
-async fn fetch_one(state: &AppState, id: Uuid) -> Result<Option<OrderView>, Problem> {
+/// The order as its JSON body, read from the database; the cache is filled with it.
+async fn fetch_one(state: &AppState, id: Uuid) -> Result<Option<Cached>, Problem> {
+    let ticket = state.cache.row_ticket(Table::Orders, id);
     let sql = format!("SELECT {COLUMNS} FROM rm_orders WHERE order_id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(&state.pool).await.map_err(internal)?;
-    row.map(|r| view(&r)).transpose().map_err(internal)
+    let Some(order) = row.map(|r| view(&r)).transpose().map_err(internal)? else { return Ok(None) };
+    let body = serde_json::to_vec(&order).map_err(internal)?;
+    let entry =
+        Cached { version: order.version, body: body.into(), owners: Some((order.customer_id, order.merchant_id)) };
+    state.cache.fill_row(Table::Orders, id, entry.clone(), ticket);
+    Ok(Some(entry))
 }
 
-fn may_read(principal: &Principal, order: &OrderView) -> bool {
+fn may_read(principal: &Principal, order: &Cached) -> bool {
+    let Some((customer, merchant)) = order.owners else { return false };
     match principal.role {
         Role::Admin | Role::Auditor => true,
-        Role::Customer => order.customer_id == principal.id,
-        Role::Merchant => order.merchant_id == principal.id,
+        Role::Customer => customer == principal.id,
+        Role::Merchant => merchant == principal.id,
         Role::System => false,
     }
 }
@@ -213,13 +234,21 @@ async fn list(
     owner: Owner,
 ) -> Result<Response, Problem> {
     let id = path_uuid(&id, "id")?;
-    let (role, column) = match owner {
-        Owner::Customer => (Role::Customer, "customer_id"),
-        Owner::Merchant => (Role::Merchant, "merchant_id"),
+    let (role, column, key) = match owner {
+        Owner::Customer => (Role::Customer, "customer_id", ListKey::Customer(id)),
+        Owner::Merchant => (Role::Merchant, "merchant_id", ListKey::Merchant(id)),
     };
     if !(principal.is_admin() || (principal.role == role && principal.id == id)) {
         return Err(Problem::forbidden("only the owner or an admin may list these orders"));
     }
+    // the first page without parameters is the hot one: it is cached
+    let hot = cache::no_parameters(&query, &headers);
+    if hot {
+        if let Some(hit) = state.cache.list(key) {
+            return Ok(hit.page());
+        }
+    }
+    let ticket = state.cache.list_ticket(key);
     let mut p = Params::from_query(query)?;
     let status = match p.raw("status").map(str::to_owned) {
         Some(s) => match OrderStatus::parse(&s) {
@@ -260,5 +289,12 @@ async fn list(
         .map_err(internal)?;
     let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>().map_err(internal)?;
     let (items, next_cursor) = page(items, limit, |l| Key { t: l.placed_at.timestamp_micros(), id: l.id });
+    if hot {
+        let body = serde_json::to_vec(&OrderPage { items, next_cursor }).map_err(internal)?;
+        let entry = Cached { version: 0, body: body.into(), owners: None };
+        let resp = entry.page();
+        state.cache.fill_list(key, entry, ticket);
+        return Ok(resp);
+    }
     Ok(consistency::mark(Json(OrderPage { items, next_cursor }).into_response(), outcome))
 }

@@ -14,8 +14,9 @@ use sqlx::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::cache::{self, Cached, ListKey, Table};
 use crate::consistency::{self, Outcome};
-use crate::params::{etag_response, page, path_uuid, Params};
+use crate::params::{page, path_uuid, Params};
 use crate::{internal, AppState};
 
 /// An amount in minor units of a currency.
@@ -108,7 +109,15 @@ pub async fn list(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    // the first page without parameters is the hot one: it is cached
+    let hot = cache::no_parameters(&query, &headers);
     let mut p = Params::from_query(query)?;
+    if hot {
+        if let Some(hit) = state.cache.list(ListKey::Products) {
+            return Ok(hit.page());
+        }
+    }
+    let ticket = state.cache.list_ticket(ListKey::Products);
     let merchant = p.uuid("merchant_id");
     let q = p.text("q", 200);
     let in_stock = p.bool("in_stock");
@@ -136,6 +145,13 @@ pub async fn list(
         .map_err(internal)?;
     let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>().map_err(internal)?;
     let (items, next_cursor) = page(items, limit, |l| Key { n: l.name.clone(), id: l.id });
+    if hot {
+        let body = serde_json::to_vec(&ProductPage { items, next_cursor }).map_err(internal)?;
+        let entry = Cached { version: 0, body: body.into(), owners: None };
+        let resp = entry.page();
+        state.cache.fill_list(ListKey::Products, entry, ticket);
+        return Ok(resp);
+    }
     Ok(consistency::mark(Json(ProductPage { items, next_cursor }).into_response(), outcome))
 }
 
@@ -152,13 +168,24 @@ pub async fn one(
     let id = path_uuid(&id, "id")?;
     let p = Params::from_query(query)?;
     let token = consistency::token(&p, &headers)?;
+    // the entry answers when it satisfies the token itself; any other token goes to the database
+    if let Some(hit) = state.cache.row(Table::Products, id) {
+        if cache::satisfies(Table::Products, id, hit.version, token.as_ref()) {
+            return Ok(consistency::mark(hit.response(&headers), token.map(|_| consistency::honoured_from_cache())));
+        }
+    }
+    let ticket = state.cache.row_ticket(Table::Products, id);
     let outcome = wait(&state, token.as_ref()).await?;
     let sql = format!("SELECT {COLUMNS} FROM rm_products WHERE product_id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(&state.pool).await.map_err(internal)?;
     let resp = match row {
         Some(r) => {
             let product = view(&r).map_err(internal)?;
-            etag_response(&headers, product.version, Json(product).into_response())
+            let body = serde_json::to_vec(&product).map_err(internal)?;
+            let entry = Cached { version: product.version, body: body.into(), owners: None };
+            let resp = entry.response(&headers);
+            state.cache.fill_row(Table::Products, id, entry, ticket);
+            resp
         }
         None => Problem::not_found("no such product").into_response(),
     };

@@ -4,6 +4,7 @@
 
 mod audit;
 mod authorization;
+mod cache;
 mod consistency;
 mod idp;
 mod log_feed;
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use ordo_event_store::testing::TestDb;
 use ordo_projectors::{follow::follow_log, Projector, Target};
-use ordo_query_api::{run, Config};
+use ordo_query_api::cache::QueryCache;
+use ordo_query_api::{run_with_cache, Config};
 use ordo_schemas::Role;
 use ordo_service::shutdown::Shutdown;
 use ordo_service::JwtKeys;
@@ -30,6 +32,8 @@ pub struct App {
     pub db: TestDb,
     pub base: String,
     pub http: reqwest::Client,
+    /// The server's read cache (its counters).
+    pub cache: QueryCache,
     keys: JwtKeys,
     stop: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -42,6 +46,11 @@ impl App {
 
     /// Like [`App::spawn`], with settings changed by `configure`.
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> App {
+        Self::spawn_with_cache(configure, None).await
+    }
+
+    /// Like [`App::spawn_with`], serving from `cache` instead of the configured one.
+    pub async fn spawn_with_cache(configure: impl FnOnce(&mut Config), cache: Option<QueryCache>) -> App {
         let db = TestDb::new().await;
         ordo_projectors::migrate(&db.pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -49,8 +58,12 @@ impl App {
         let stop = Shutdown::new();
         let mut config = Config::new(db.url.clone(), SECRET);
         configure(&mut config);
+        let cache = cache.unwrap_or_else(|| config.cache());
         let s = stop.clone();
-        let server = tokio::spawn(async move { run(listener, config, async move { s.wait().await }).await.unwrap() });
+        let c = cache.clone();
+        let server = tokio::spawn(async move {
+            run_with_cache(listener, config, c, async move { s.wait().await }).await.unwrap();
+        });
         let projector = Projector::new(db.pool.clone(), Target::all_live());
         let s = stop.clone();
         let follower = tokio::spawn(async move {
@@ -60,6 +73,7 @@ impl App {
             db,
             base,
             http: reqwest::Client::new(),
+            cache,
             keys: JwtKeys::from_secret(SECRET.as_bytes()),
             stop,
             tasks: vec![server, follower],
