@@ -9,10 +9,13 @@ mod auth_jwks_tests;
 #[cfg(test)]
 mod auth_tests;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod test_process;
 pub mod trace_context;
 
 pub use auth::{AuthSettings, Claims, JwtKeys, Principal};
