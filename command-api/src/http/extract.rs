@@ -4,6 +4,7 @@
 //!   and parses JSON only after the handler checked the caller's role (403 before 422).
 //! - [`CommandMeta`] reads `Idempotency-Key`, `If-Match`, the correlation id and `traceparent`.
 //! - [`IdPath`] is a path id whose rejection is problem+json.
+//! - [`respond`] answers a success; creations carry a `Location` on the query API ([`ReadAt`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -147,11 +148,33 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// Where the query API serves a resource the command API creates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadAt {
+    /// The customer's orders (the query API has no customer page).
+    Customer,
+    /// The merchant's orders (the query API has no merchant page).
+    Merchant,
+    Product,
+    Order,
+}
+
+impl ReadAt {
+    fn path(self, id: Uuid) -> String {
+        match self {
+            ReadAt::Customer => format!("/v1/customers/{id}/orders"),
+            ReadAt::Merchant => format!("/v1/merchants/{id}/orders"),
+            ReadAt::Product => format!("/v1/products/{id}"),
+            ReadAt::Order => format!("/v1/orders/{id}"),
+        }
+    }
+}
+
 /// The answer of a successful (or replayed) command: `{"id", "version", "consistency_token"}`
 /// with `ETag: "<version>"`, 201, 202 or 200 by the kind of success, `Location` for creations
-/// (from `location`, the collection path) and `Idempotent-Replayed: true` for repeats, which
-/// answer from the stored receipt.
-pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: Option<&str>) -> Response {
+/// (`location`: the query API's base URL and where it reads the resource) and
+/// `Idempotent-Replayed: true` for repeats, which answer from the stored receipt.
+pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: Option<(&str, ReadAt)>) -> Response {
     let (stream, version, kind, replayed) = match outcome.replayed {
         Some(receipt) => (receipt.stream, receipt.version, receipt.kind, true),
         None => (outcome.stream, outcome.version, success, false),
@@ -167,8 +190,8 @@ pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: O
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         headers.insert(ETAG, v);
     }
-    if let Some(prefix) = location.filter(|_| kind == ReceiptKind::Created || kind == ReceiptKind::Accepted) {
-        if let Ok(v) = HeaderValue::from_str(&format!("{prefix}/{}", stream.id)) {
+    if let Some((base, at)) = location.filter(|_| kind == ReceiptKind::Created || kind == ReceiptKind::Accepted) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{base}{}", at.path(stream.id))) {
             headers.insert(LOCATION, v);
         }
     }
