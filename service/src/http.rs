@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,14 +62,12 @@ fn json_problem(rejection: &JsonRejection) -> Problem {
             let field = text.split(':').nth(1).map(|s| s.trim().to_owned()).unwrap_or_else(|| "body".into());
             Problem::validation(vec![crate::problem::FieldProblem { field, message: text }])
         }
-        JsonRejection::JsonSyntaxError(_) => Problem::new(status, "malformed_json", rejection.body_text()),
+        JsonRejection::JsonSyntaxError(_) => Problem::new(Code::MalformedJson, rejection.body_text()),
         JsonRejection::MissingJsonContentType(_) => {
-            Problem::new(status, "unsupported_media_type", "expected content-type: application/json")
+            Problem::new(Code::UnsupportedMediaType, "expected content-type: application/json")
         }
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(status, "payload_too_large", "the request body is larger than allowed")
-        }
-        _ => Problem::new(status, "bad_request", rejection.body_text()),
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
+        _ => Problem::bad_request(rejection.body_text()),
     }
 }
 
@@ -87,7 +85,7 @@ where
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(rejection) => Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())),
+            Err(rejection) => Err(Problem::new(Code::InvalidQuery, rejection.body_text())),
         }
     }
 }
@@ -98,6 +96,11 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// 413 `payload_too_large`.
+pub fn payload_too_large() -> Problem {
+    Problem::new(Code::PayloadTooLarge, "the request body is larger than allowed")
+}
+
 /// Applies the shared middleware to an API router.
 pub fn layers(router: Router, limits: Limits) -> Router {
     let timeout = limits.timeout;
@@ -106,8 +109,7 @@ pub fn layers(router: Router, limits: Limits) -> Router {
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| async move {
             match tokio::time::timeout(timeout, next.run(req)).await {
                 Ok(resp) => resp,
-                Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
-                    .into_response(),
+                Err(_) => Problem::new(Code::Timeout, "the request took too long").into_response(),
             }
         }))
         .layer(axum::middleware::from_fn(record_metrics))

@@ -49,7 +49,7 @@ impl<S: Send + Sync> FromRequest<S> for RawCommand {
         let content_type = req.headers().get(CONTENT_TYPE).cloned();
         let body = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(r.status(), "payload_too_large", "the request body is larger than allowed")
+                ordo_service::http::payload_too_large()
             } else {
                 Problem::bad_request(r.body_text())
             }
