@@ -82,6 +82,9 @@ pub fn router(checks: Vec<(&'static str, ReadinessCheck)>) -> Router {
                 }
             }),
         )
+        // A wrong method on these routes gets problem+json too (the APIs merge this router
+        // outside their own middleware).
+        .layer(axum::middleware::from_fn(crate::http::problem_for_bare_errors))
 }
 
 /// The Postgres readiness check every process uses: the pool answers `SELECT 1`.
@@ -104,5 +107,6 @@ pub async fn serve_worker_ops(
 ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr, "ops endpoints listening");
-    Ok(tokio::spawn(crate::http::serve(listener, router(checks), async move { shutdown.wait().await })))
+    let app = router(checks).fallback(crate::http::route_not_found);
+    Ok(tokio::spawn(crate::http::serve(listener, app, async move { shutdown.wait().await })))
 }

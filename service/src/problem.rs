@@ -30,7 +30,7 @@ pub struct Problem {
     /// Always one of [`Code`] (written only from it).
     #[schema(value_type = Code)]
     pub code: String,
-    /// Every offending field of a `validation_failed` answer.
+    /// Every offending field of a `validation_failed` or `invalid_path` answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldProblem>,
     /// Extra machine-readable facts (e.g. `requested` and `available`), when a code has them.
@@ -90,6 +90,12 @@ impl Problem {
         Self::new(Code::NotFound, detail)
     }
 
+    /// 400 `invalid_path`: the path parameter `field` is not a UUID (one rule for both APIs).
+    pub fn invalid_path(field: &str) -> Self {
+        Self::new(Code::InvalidPath, format!("the {field} in the path is not a UUID"))
+            .with_errors(vec![FieldProblem { field: field.to_owned(), message: "must be a UUID".to_owned() }])
+    }
+
     pub fn validation(errors: Vec<FieldProblem>) -> Self {
         let detail = match errors.len() {
             1 => "1 field is invalid".to_owned(),
@@ -107,9 +113,39 @@ impl Problem {
         Self::new(Code::Unavailable, detail)
     }
 
+    /// 503 `unavailable` with `Retry-After`: no database connection was free in time.
+    pub fn pool_exhausted() -> Self {
+        Self::unavailable("all database connections are busy, nothing was done: retry shortly").retry_after(1)
+    }
+
+    /// The answer to a failure the client did not cause: 503 with `Retry-After` when the
+    /// connection pool is exhausted, otherwise a generic 500. Logs the cause (with `what`).
+    pub fn from_failure(cause: &(dyn std::error::Error + 'static), what: &str) -> Self {
+        if is_pool_exhausted(cause) {
+            tracing::warn!(error = %cause, what, "database pool exhausted");
+            Self::pool_exhausted()
+        } else {
+            tracing::error!(error = %cause, what, "request failed");
+            Self::internal()
+        }
+    }
+
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
+}
+
+/// Whether `cause`, or an error it wraps, is sqlx's `PoolTimedOut`: no connection of the pool
+/// was free within its acquire timeout.
+pub fn is_pool_exhausted(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(cause);
+    while let Some(e) = next {
+        if matches!(e.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::PoolTimedOut)) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl IntoResponse for Problem {

@@ -68,21 +68,21 @@ impl RunningProcess {
         self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The log lines with `message`, parsed, waiting up to 5 s for at least one.
-    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+    /// The first parsed log line that satisfies `matches`, waiting up to 5 s for it (the output
+    /// is read by another thread, so a line may arrive after the answer it logs).
+    pub fn wait_for(&self, matches: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
         for _ in 0..50 {
-            let found: Vec<serde_json::Value> = self
+            let found = self
                 .log()
                 .iter()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v["message"] == message)
-                .collect();
-            if !found.is_empty() {
+                .find(|v| matches(v));
+            if found.is_some() {
                 return found;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Vec::new()
+        None
     }
 }
 

@@ -2,6 +2,7 @@
 
 use axum::response::{IntoResponse, Response};
 use ordo_domain::{DomainError, FieldError};
+use ordo_event_store::StoreError;
 use ordo_service::problem::FieldProblem;
 use ordo_service::{Code, Problem};
 use serde_json::json;
@@ -21,7 +22,8 @@ use ordo_commands::CommandError;
 /// | `Command(IdempotencyKeyReused)` | 422 | `idempotency_key_reused` |
 /// | `Command(Contention)` | 409 with `Retry-After` | `concurrency_conflict` |
 /// | `Command(Unavailable)` | 503 with `Retry-After` | `unavailable` |
-/// | `Command(Store)` | 500, generic body, cause logged | `internal_error` |
+/// | `Command(Store)`, the connection pool exhausted | 503 with `Retry-After` | `unavailable` |
+/// | `Command(Store)`, anything else | 500, generic body, cause logged | `internal_error` |
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Refused at the edge: authentication, role, malformed request (already a problem).
@@ -114,13 +116,16 @@ impl ApiError {
                     tracing::warn!(reason = %why, "command not recorded, the event log is busy");
                     Problem::unavailable("the event log is busy, nothing was written: retry shortly").retry_after(1)
                 }
-                CommandError::Store(cause) => {
-                    tracing::error!(error = %cause, "command could not be recorded");
-                    Problem::internal()
-                }
+                CommandError::Store(cause) => store_problem(cause),
             },
         }
     }
+}
+
+/// 503 with `Retry-After` when no database connection was free in time, else a generic 500;
+/// the cause is logged either way.
+fn store_problem(cause: &StoreError) -> Problem {
+    Problem::from_failure(cause, "command could not be recorded")
 }
 
 impl IntoResponse for ApiError {
@@ -132,7 +137,6 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ordo_event_store::StoreError;
 
     #[test]
     fn every_command_error_maps_to_its_status_and_code() {
@@ -148,6 +152,7 @@ mod tests {
             (CommandError::Contention { retries: 3 }, 409, "concurrency_conflict"),
             (CommandError::Unavailable("held".into()), 503, "unavailable"),
             (CommandError::Store(StoreError::Corrupt("secret cause".into())), 500, "internal_error"),
+            (CommandError::Store(StoreError::Database(sqlx::Error::PoolTimedOut)), 503, "unavailable"),
         ];
         for (e, status, code) in cases {
             let p = ApiError::from(e).problem();

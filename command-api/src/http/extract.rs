@@ -3,7 +3,7 @@
 //! - [`RawCommand`] keeps the body bytes so the idempotency hash covers exactly what was sent,
 //!   and parses JSON only after the handler checked the caller's role (403 before 422).
 //! - [`CommandMeta`] reads `Idempotency-Key`, `If-Match`, the correlation id and `traceparent`.
-//! - [`IdPath`] is a path id whose rejection is problem+json.
+//! - [`IdPath`] is a path id whose rejection is 400 `invalid_path`.
 //! - [`respond`] answers a success; creations carry a `Location` on the query API ([`ReadAt`]).
 
 use axum::body::{Body, Bytes};
@@ -134,7 +134,7 @@ impl CommandMeta {
     }
 }
 
-/// The `{id}` of a route; a malformed id is a 400 problem.
+/// The `{id}` of a route; a malformed id is 400 `invalid_path`.
 pub(crate) struct IdPath(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdPath {
@@ -143,7 +143,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<Uuid>::from_request_parts(parts, state).await {
             Ok(Path(id)) => Ok(IdPath(id)),
-            Err(_) => Err(Problem::bad_request("the id in the path is not a UUID").into()),
+            Err(_) => Err(Problem::invalid_path("id").into()),
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/orders/{id}/delivery", post(orders::deliver_order))
         .route("/v1/orders/{id}/cancellation", post(orders::cancel_order))
         .route("/openapi.json", get(openapi::serve))
-        .fallback(|| async { ordo_service::Problem::not_found("no such route") })
+        .fallback(ordo_service::http::route_not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(correlate));
     ordo_service::http::layers(api, limits).merge(ops::router(vec![ops::postgres(pool)]))

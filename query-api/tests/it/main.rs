@@ -5,6 +5,7 @@
 mod audit;
 mod authorization;
 mod consistency;
+mod conventions;
 mod idp;
 mod log_feed;
 mod log_stream;
