@@ -42,12 +42,19 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// Every error answer (4xx, 5xx) is `application/problem+json` with the `Problem` schema, whose
-/// `code` lists [`ordo_service::Code`].
+/// `code` lists [`ordo_service::Code`]; every route with an `{id}` may answer 400 `invalid_path`.
 fn problem_bodies(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{Content, Ref, RefOr};
-    for item in doc.paths.paths.values_mut() {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
+            if path.contains("{id}") {
+                operation.responses.responses.entry("400".to_owned()).or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new().description("`invalid_path`: the id in the path is not a UUID").build(),
+                    )
+                });
+            }
             for (status, response) in operation.responses.responses.iter_mut() {
                 let RefOr::T(response) = response else { continue };
                 if !status.starts_with('4') && !status.starts_with('5') {
@@ -96,5 +103,9 @@ mod tests {
         assert_eq!(doc["components"]["schemas"]["Problem"]["properties"]["code"]["$ref"], "#/components/schemas/Code");
         let not_found = &doc["paths"]["/v1/products/{id}"]["get"]["responses"]["404"]["content"];
         assert_eq!(not_found["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem");
+        for path in ["/v1/products/{id}", "/v1/merchants/{id}/sales", "/v1/audit/streams/{category}/{id}/digest"] {
+            let invalid = &doc["paths"][path]["get"]["responses"]["400"]["content"]["application/problem+json"];
+            assert_eq!(invalid["schema"]["$ref"], "#/components/schemas/Problem", "{path}");
+        }
     }
 }
