@@ -11,6 +11,7 @@
 //! | `ORDO_REQUEST_TIMEOUT_MS` | `--request-timeout-ms` | `10000` |
 //! | `ORDO_COMMAND_MAX_RETRIES` | `--command-max-retries` | `10` |
 //! | `ORDO_APPEND_LOCK_TIMEOUT_MS` | `--append-lock-timeout-ms` | `3000` |
+//! | `ORDO_QUERY_PUBLIC_URL` | `--query-public-url` | `http://127.0.0.1:8081` |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,6 +49,10 @@ pub struct Args {
     /// 503 with `Retry-After`.
     #[arg(long, env = "ORDO_APPEND_LOCK_TIMEOUT_MS", default_value_t = 3_000)]
     pub append_lock_timeout_ms: u64,
+    /// The query API's base URL as clients reach it; `Location` headers of creations point
+    /// there (e.g. `http://127.0.0.1:8081/v1/orders/<id>`).
+    #[arg(long, env = "ORDO_QUERY_PUBLIC_URL", default_value = crate::http::DEFAULT_QUERY_URL)]
+    pub query_public_url: String,
     #[command(flatten)]
     pub auth: AuthSettings,
 }
@@ -87,6 +92,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// How the event log's group-commit writer batches and waits.
     pub writer: WriterOptions,
+    /// The query API's public base URL (`Location` headers).
+    pub query_public_url: String,
 }
 
 /// The configuration is unusable.
@@ -110,6 +117,7 @@ impl Config {
             database_url: args.database_url,
             addr: args.addr,
             jwt_secret: secret.map(Secret::new),
+            query_public_url: args.query_public_url.trim_end_matches('/').to_owned(),
             auth: args.auth,
             max_connections: args.db_max_connections.max(1),
             limits: Limits {
@@ -146,6 +154,7 @@ mod tests {
         assert!(Config::from_args(args.clone(), Some("  ".into())).is_err());
         let config = Config::from_args(args.clone(), Some("s3cr3t-value".into())).unwrap();
         assert_eq!(config.limits.body_bytes, 65536);
+        assert_eq!(config.query_public_url, "http://127.0.0.1:8081");
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
         let idp = Args::try_parse_from([
             "command-api",

@@ -58,7 +58,7 @@ pub async fn run(
     let store = EventStore::with_writer_options(pool, config.writer.clone());
     let commands = CommandService::new(store).with_retry_policy(config.retry);
     let keys = Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(|s| s.expose()))?);
-    let app = router(AppState::new(commands, keys), config.limits);
+    let app = router(AppState::new(commands, keys).with_query_url(&config.query_public_url), config.limits);
     tracing::info!(addr = %listener.local_addr()?, "command api listening");
     ordo_service::http::serve(listener, app, shutdown).await?;
     tracing::info!("command api stopped");

@@ -447,8 +447,15 @@ fn outcome(stream: StreamRef, version: i64, events: usize, retries: u32) -> Comm
     CommandOutcome { stream, version, events, retries, replayed: None }
 }
 
+/// The error of a failed load for every command waiting on it (`CommandError` is not `Clone`):
+/// an exhausted connection pool stays one, so each can answer 503; anything else becomes text.
 fn copy(e: &CommandError) -> CommandError {
-    StoreError::Corrupt(e.to_string()).into()
+    match e {
+        CommandError::Store(StoreError::Database(sqlx::Error::PoolTimedOut)) => {
+            StoreError::Database(sqlx::Error::PoolTimedOut).into()
+        }
+        other => StoreError::Corrupt(other.to_string()).into(),
+    }
 }
 
 /// Metadata of one new event: a fresh event id, the rest from the context.

@@ -76,20 +76,20 @@ fn require_auditor(p: &Principal) -> Result<(), Problem> {
     p.require(&[Role::Auditor, Role::Admin])
 }
 
-fn internal(e: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %e, "audit request failed");
-    Problem::internal()
+fn internal(e: impl Into<anyhow::Error>) -> Problem {
+    crate::internal(e)
 }
 
 fn invalid(field: &str, message: &str) -> Problem {
     Problem::validation(vec![FieldProblem { field: field.to_owned(), message: message.to_owned() }])
 }
 
-/// Parses `{category}/{id}`; an unknown category or malformed id is a 404 (no such stream).
+/// Parses `{category}/{id}`; an unknown category is a 404 (no such stream), a malformed id 400
+/// `invalid_path`.
 fn stream_ref(category: &str, id: &str) -> Result<StreamRef, Problem> {
     let category = StreamCategory::parse(category)
         .ok_or_else(|| Problem::not_found(format!("unknown stream category {category}")))?;
-    let id = Uuid::parse_str(id).map_err(|_| Problem::not_found("no such stream"))?;
+    let id = crate::params::path_uuid(id, "id")?;
     Ok(StreamRef::new(category, id))
 }
 

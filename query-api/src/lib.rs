@@ -60,14 +60,15 @@ impl FromRef<AppState> for Arc<JwtKeys> {
     }
 }
 
-/// Logs the cause and answers a generic 500.
-pub(crate) fn internal<E: std::fmt::Display>(e: E) -> Problem {
-    tracing::error!(error = %e, "query failed");
-    Problem::internal()
+/// Logs the cause and answers 503 with `Retry-After` when no database connection was free in
+/// time, a generic 500 otherwise.
+pub(crate) fn internal<E: Into<anyhow::Error>>(e: E) -> Problem {
+    let e: anyhow::Error = e.into();
+    Problem::from_failure(e.as_ref(), "query failed")
 }
 
 /// The whole router: read models, audit, ops endpoints and `/openapi.json`, with the shared
-/// middleware.
+/// middleware; unknown routes and methods answer problem+json.
 pub fn app(state: AppState, limits: Limits) -> Router {
     let api = Router::new()
         .route("/v1/products", get(products::list))
@@ -86,7 +87,8 @@ pub fn app(state: AppState, limits: Limits) -> Router {
         .route("/openapi.json", get(openapi::document))
         .with_state(state.clone())
         .merge(audit::router(state.pool.clone(), state.keys.clone()))
-        .merge(console::router());
+        .merge(console::router())
+        .fallback(ordo_service::http::route_not_found);
     layers(api, limits).merge(ops::router(vec![ops::postgres(state.pool.clone())]))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -62,11 +62,7 @@ pub async fn events(
 ) -> Result<Response, Problem> {
     principal.require(&[Role::Auditor, Role::Admin])?;
     if !accepts_event_stream(&headers) {
-        return Err(Problem::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not_acceptable",
-            "this endpoint answers text/event-stream",
-        ));
+        return Err(Problem::new(ordo_service::Code::NotAcceptable, "this endpoint answers text/event-stream"));
     }
     let mut p = Params::from_query(query)?;
     let start = start(&mut p, &headers);

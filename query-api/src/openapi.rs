@@ -17,7 +17,8 @@ use crate::{admin, console, log_stream, orders, products, projections, sales};
         projections::list, admin::dead_letters, admin::parked, admin::retry, admin::log_status, log_stream::events,
         console::session),
     components(schemas(products::MoneyView, products::ProductView, products::ProductPage, orders::OrderView,
-        orders::OrderPage, sales::Sales, sales::SalesDay)),
+        orders::OrderPage, sales::Sales, sales::SalesDay, ordo_service::Problem, ordo_service::problem::FieldProblem,
+        ordo_service::Code)),
     modifiers(&Bearer)
 )]
 struct ApiDoc;
@@ -35,7 +36,38 @@ impl Modify for Bearer {
 }
 
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi().merge_from(crate::audit::AuditDoc::openapi()))
+    let mut doc = ApiDoc::openapi().merge_from(crate::audit::AuditDoc::openapi());
+    problem_bodies(&mut doc);
+    Json(doc)
+}
+
+/// Every error answer (4xx, 5xx) is `application/problem+json` with the `Problem` schema, whose
+/// `code` lists [`ordo_service::Code`]; every route with an `{id}` may answer 400 `invalid_path`.
+fn problem_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            if path.contains("{id}") {
+                operation.responses.responses.entry("400".to_owned()).or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new().description("`invalid_path`: the id in the path is not a UUID").build(),
+                    )
+                });
+            }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let RefOr::T(response) = response else { continue };
+                if !status.starts_with('4') && !status.starts_with('5') {
+                    continue;
+                }
+                let content = response
+                    .content
+                    .entry(ordo_service::problem::CONTENT_TYPE.to_owned())
+                    .or_insert_with(|| Content::new(None::<RefOr<utoipa::openapi::schema::Schema>>));
+                content.schema.get_or_insert_with(|| RefOr::Ref(Ref::from_schema_name("Problem")));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +91,21 @@ mod tests {
             "/v1/session",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn error_answers_use_the_problem_schema_whose_code_lists_every_code() {
+        let Json(doc) = document().await;
+        let doc = serde_json::to_value(doc).unwrap_or_default();
+        let codes = &doc["components"]["schemas"]["Code"]["enum"];
+        assert_eq!(codes.as_array().map(Vec::len), Some(ordo_service::Code::ALL.len()), "{codes}");
+        assert_eq!(doc["components"]["schemas"]["Problem"]["properties"]["code"]["$ref"], "#/components/schemas/Code");
+        let not_found = &doc["paths"]["/v1/products/{id}"]["get"]["responses"]["404"]["content"];
+        assert_eq!(not_found["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem");
+        for path in ["/v1/products/{id}", "/v1/merchants/{id}/sales", "/v1/audit/streams/{category}/{id}/digest"] {
+            let invalid = &doc["paths"][path]["get"]["responses"]["400"]["content"]["application/problem+json"];
+            assert_eq!(invalid["schema"]["$ref"], "#/components/schemas/Problem", "{path}");
         }
     }
 }

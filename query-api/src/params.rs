@@ -120,11 +120,9 @@ impl Params {
     }
 }
 
-/// A path id; anything but a UUID is a 422 naming the field.
+/// A path id; anything but a UUID is 400 `invalid_path` naming the field (as on the command API).
 pub fn path_uuid(raw: &str, field: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| {
-        Problem::validation(vec![FieldProblem { field: field.to_owned(), message: "must be a UUID".into() }])
-    })
+    Uuid::parse_str(raw).map_err(|_| Problem::invalid_path(field))
 }
 
 /// Hex of the JSON sort key: opaque to clients, trivially checked on the way back.

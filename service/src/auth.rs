@@ -24,7 +24,6 @@ use std::time::Duration;
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ordo_schemas::{Actor, Role};
 use serde::{Deserialize, Serialize};
@@ -204,15 +203,11 @@ impl JwtKeys {
                 let remote = self.remote.as_ref().ok_or_else(not_allowed)?;
                 let key = remote.get(header.kid.as_deref(), alg).await.map_err(|e| match e {
                     jwks::Lookup::Unknown => unknown_key(),
-                    jwks::Lookup::Unavailable => {
-                        let mut p = Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "keys_unavailable",
-                            "the identity provider's keys cannot be fetched; try again later",
-                        );
-                        p.retry_after = Some(5);
-                        p
-                    }
+                    jwks::Lookup::Unavailable => Problem::new(
+                        crate::code::Code::KeysUnavailable,
+                        "the identity provider's keys cannot be fetched; try again later",
+                    )
+                    .retry_after(5),
                 })?;
                 self.check(token, &key.key, alg)
             }

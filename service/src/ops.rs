@@ -26,16 +26,18 @@ where
     Arc::new(move || Box::pin(f()))
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// The process-wide Prometheus recorder, installed on first use with the buckets and HELP
+/// texts of [`crate::metrics`].
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let builder = crate::metrics::builder().unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
-                Ok(handle) => handle,
+                Ok(handle) => {
+                    crate::metrics::describe();
+                    handle
+                }
                 // Another recorder is installed (only possible in tests): render an empty one.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }
@@ -74,10 +76,15 @@ pub fn router(checks: Vec<(&'static str, ReadinessCheck)>) -> Router {
                 let handle = handle.clone();
                 async move {
                     handle.run_upkeep();
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+                    let mut text = handle.render();
+                    text.push_str(&crate::metrics::process_metrics());
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
                 }
             }),
         )
+        // A wrong method on these routes gets problem+json too (the APIs merge this router
+        // outside their own middleware).
+        .layer(axum::middleware::from_fn(crate::http::problem_for_bare_errors))
 }
 
 /// The Postgres readiness check every process uses: the pool answers `SELECT 1`.
@@ -100,5 +107,6 @@ pub async fn serve_worker_ops(
 ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr, "ops endpoints listening");
-    Ok(tokio::spawn(crate::http::serve(listener, router(checks), async move { shutdown.wait().await })))
+    let app = router(checks).fallback(crate::http::route_not_found);
+    Ok(tokio::spawn(crate::http::serve(listener, app, async move { shutdown.wait().await })))
 }

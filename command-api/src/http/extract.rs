@@ -3,7 +3,8 @@
 //! - [`RawCommand`] keeps the body bytes so the idempotency hash covers exactly what was sent,
 //!   and parses JSON only after the handler checked the caller's role (403 before 422).
 //! - [`CommandMeta`] reads `Idempotency-Key`, `If-Match`, the correlation id and `traceparent`.
-//! - [`IdPath`] is a path id whose rejection is problem+json.
+//! - [`IdPath`] is a path id whose rejection is 400 `invalid_path`.
+//! - [`respond`] answers a success; creations carry a `Location` on the query API ([`ReadAt`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -48,7 +49,7 @@ impl<S: Send + Sync> FromRequest<S> for RawCommand {
         let content_type = req.headers().get(CONTENT_TYPE).cloned();
         let body = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(r.status(), "payload_too_large", "the request body is larger than allowed")
+                ordo_service::http::payload_too_large()
             } else {
                 Problem::bad_request(r.body_text())
             }
@@ -133,7 +134,7 @@ impl CommandMeta {
     }
 }
 
-/// The `{id}` of a route; a malformed id is a 400 problem.
+/// The `{id}` of a route; a malformed id is 400 `invalid_path`.
 pub(crate) struct IdPath(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdPath {
@@ -142,16 +143,38 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<Uuid>::from_request_parts(parts, state).await {
             Ok(Path(id)) => Ok(IdPath(id)),
-            Err(_) => Err(Problem::bad_request("the id in the path is not a UUID").into()),
+            Err(_) => Err(Problem::invalid_path("id").into()),
+        }
+    }
+}
+
+/// Where the query API serves a resource the command API creates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadAt {
+    /// The customer's orders (the query API has no customer page).
+    Customer,
+    /// The merchant's orders (the query API has no merchant page).
+    Merchant,
+    Product,
+    Order,
+}
+
+impl ReadAt {
+    fn path(self, id: Uuid) -> String {
+        match self {
+            ReadAt::Customer => format!("/v1/customers/{id}/orders"),
+            ReadAt::Merchant => format!("/v1/merchants/{id}/orders"),
+            ReadAt::Product => format!("/v1/products/{id}"),
+            ReadAt::Order => format!("/v1/orders/{id}"),
         }
     }
 }
 
 /// The answer of a successful (or replayed) command: `{"id", "version", "consistency_token"}`
 /// with `ETag: "<version>"`, 201, 202 or 200 by the kind of success, `Location` for creations
-/// (from `location`, the collection path) and `Idempotent-Replayed: true` for repeats, which
-/// answer from the stored receipt.
-pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: Option<&str>) -> Response {
+/// (`location`: the query API's base URL and where it reads the resource) and
+/// `Idempotent-Replayed: true` for repeats, which answer from the stored receipt.
+pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: Option<(&str, ReadAt)>) -> Response {
     let (stream, version, kind, replayed) = match outcome.replayed {
         Some(receipt) => (receipt.stream, receipt.version, receipt.kind, true),
         None => (outcome.stream, outcome.version, success, false),
@@ -167,8 +190,8 @@ pub(crate) fn respond(outcome: CommandOutcome, success: ReceiptKind, location: O
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         headers.insert(ETAG, v);
     }
-    if let Some(prefix) = location.filter(|_| kind == ReceiptKind::Created || kind == ReceiptKind::Accepted) {
-        if let Ok(v) = HeaderValue::from_str(&format!("{prefix}/{}", stream.id)) {
+    if let Some((base, at)) = location.filter(|_| kind == ReceiptKind::Created || kind == ReceiptKind::Accepted) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{base}{}", at.path(stream.id))) {
             headers.insert(LOCATION, v);
         }
     }

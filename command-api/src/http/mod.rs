@@ -29,16 +29,27 @@ pub use error::ApiError;
 /// and stored in every event the request causes.
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
+/// The query API's public base URL when none is configured (its default address).
+pub const DEFAULT_QUERY_URL: &str = "http://127.0.0.1:8081";
+
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub commands: CommandService,
     pub keys: Arc<JwtKeys>,
+    /// The query API's public base URL, without a trailing slash: `Location` headers point there.
+    pub query_url: Arc<str>,
 }
 
 impl AppState {
     pub fn new(commands: CommandService, keys: Arc<JwtKeys>) -> Self {
-        Self { commands, keys }
+        Self { commands, keys, query_url: Arc::from(DEFAULT_QUERY_URL) }
+    }
+
+    /// Points `Location` headers at the query API served at `url` (e.g. `https://api.example.com/read`).
+    pub fn with_query_url(mut self, url: &str) -> Self {
+        self.query_url = Arc::from(url.trim_end_matches('/'));
+        self
     }
 }
 
@@ -69,7 +80,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/orders/{id}/delivery", post(orders::deliver_order))
         .route("/v1/orders/{id}/cancellation", post(orders::cancel_order))
         .route("/openapi.json", get(openapi::serve))
-        .fallback(|| async { ordo_service::Problem::not_found("no such route") })
+        .fallback(ordo_service::http::route_not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(correlate));
     ordo_service::http::layers(api, limits).merge(ops::router(vec![ops::postgres(pool)]))

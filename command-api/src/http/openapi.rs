@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use axum::response::{IntoResponse, Response};
+use ordo_service::problem::{Code, FieldProblem, Problem};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
@@ -22,71 +23,45 @@ pub(crate) struct Accepted {
     consistency_token: String,
 }
 
-/// One offending field.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = FieldProblem)]
-pub(crate) struct FieldProblemDoc {
-    /// Path of the field in the body, e.g. `lines[2].quantity`.
-    field: String,
-    message: String,
-}
-
-/// RFC 9457 problem details (`application/problem+json`) with a machine `code`.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub(crate) struct ProblemDoc {
-    #[serde(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    detail: String,
-    /// `validation_failed`, `not_found`, `already_exists`, `invalid_state`, `version_conflict`,
-    /// `out_of_stock`, `insufficient_stock`, `amount_mismatch`, `mixed_merchants`,
-    /// `currency_mismatch`, `product_discontinued`, `idempotency_key_reused`,
-    /// `concurrency_conflict`, `malformed_json`, `unsupported_media_type`, `payload_too_large`,
-    /// `unauthorized`, `forbidden`, `internal_error`, ...
-    code: String,
-    /// Every offending field of a `validation_failed` answer.
-    errors: Option<Vec<FieldProblemDoc>>,
-    /// Machine-readable facts of some codes (e.g. `requested` and `available`).
-    #[schema(value_type = Option<Object>)]
-    extra: Option<serde_json::Value>,
-}
-
 /// Errors every command may answer with.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum CommandErrors {
-    /// Malformed JSON, a malformed header (`If-Match`, `Idempotency-Key`) or path id.
+    /// Malformed JSON, a malformed header (`If-Match`, `Idempotency-Key`), or a path id that is
+    /// not a UUID (`invalid_path`).
     #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(ProblemDoc),
+    BadRequest(Problem),
     /// Missing or invalid bearer token.
     #[response(status = 401, content_type = "application/problem+json")]
-    Unauthorized(ProblemDoc),
+    Unauthorized(Problem),
     /// The role or the principal may not act on this resource.
     #[response(status = 403, content_type = "application/problem+json")]
-    Forbidden(ProblemDoc),
+    Forbidden(Problem),
     /// The resource does not exist.
     #[response(status = 404, content_type = "application/problem+json")]
-    NotFound(ProblemDoc),
+    NotFound(Problem),
     /// Not allowed in the current state (`invalid_state`), already exists, or too much contention.
     #[response(status = 409, content_type = "application/problem+json")]
-    Conflict(ProblemDoc),
+    Conflict(Problem),
     /// `If-Match` named another version (`version_conflict`).
     #[response(status = 412, content_type = "application/problem+json")]
-    PreconditionFailed(ProblemDoc),
+    PreconditionFailed(Problem),
     /// The body is larger than allowed.
     #[response(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(ProblemDoc),
+    PayloadTooLarge(Problem),
     /// The body is not `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(ProblemDoc),
+    UnsupportedMediaType(Problem),
     /// Well-formed but invalid: `validation_failed` (every field listed) or a domain code.
     #[response(status = 422, content_type = "application/problem+json")]
-    Unprocessable(ProblemDoc),
+    Unprocessable(Problem),
     /// The command could not be recorded; nothing about the cause is disclosed.
     #[response(status = 500, content_type = "application/problem+json")]
-    Internal(ProblemDoc),
+    Internal(Problem),
+    /// Busy (the event log's writer lock, every database connection): nothing was written; retry
+    /// after `Retry-After` seconds.
+    #[response(status = 503, content_type = "application/problem+json", headers(("Retry-After" = u64)))]
+    Unavailable(Problem),
 }
 
 /// Headers every command accepts.
@@ -144,7 +119,7 @@ impl Modify for BearerAuth {
         orders::deliver_order,
         orders::cancel_order,
     ),
-    components(schemas(Accepted, ProblemDoc, FieldProblemDoc)),
+    components(schemas(Accepted, Problem, FieldProblem, Code)),
     modifiers(&BearerAuth),
     tags(
         (name = "customers"), (name = "merchants"), (name = "products"), (name = "orders")

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{respond, CommandMeta, IdPath, RawCommand};
+use super::extract::{respond, CommandMeta, IdPath, RawCommand, ReadAt};
 use super::openapi::{Accepted, CommandErrors, CommandHeaders};
 use super::parse::{AddressDto, Fields, MoneyDto};
 use super::AppState;
@@ -143,7 +143,7 @@ pub(crate) async fn place_order(
     })())?;
     let ctx = meta.context(&principal, &raw, ReceiptKind::Accepted);
     let outcome = app.commands.place_order(&ctx, request).await?;
-    Ok(respond(outcome, ReceiptKind::Accepted, Some("/v1/orders")))
+    Ok(respond(outcome, ReceiptKind::Accepted, Some((&app.query_url, ReadAt::Order))))
 }
 
 #[utoipa::path(

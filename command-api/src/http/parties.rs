@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use ordo_commands::ReceiptKind;
 
-use super::extract::{respond, CommandMeta, RawCommand};
+use super::extract::{respond, CommandMeta, RawCommand, ReadAt};
 use super::openapi::{Accepted, CommandErrors};
 use super::parse::{AddressDto, Fields};
 use super::AppState;
@@ -83,7 +83,7 @@ pub(crate) async fn register_customer(
     })())?;
     let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.register_customer(&ctx, command).await?;
-    Ok(respond(outcome, ReceiptKind::Created, Some("/v1/customers")))
+    Ok(respond(outcome, ReceiptKind::Created, Some((&app.query_url, ReadAt::Customer))))
 }
 
 #[utoipa::path(
@@ -108,5 +108,5 @@ pub(crate) async fn register_merchant(
     let command = f.finish(name.map(|name| RegisterMerchant { merchant_id, name }))?;
     let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.register_merchant(&ctx, command).await?;
-    Ok(respond(outcome, ReceiptKind::Created, Some("/v1/merchants")))
+    Ok(respond(outcome, ReceiptKind::Created, Some((&app.query_url, ReadAt::Merchant))))
 }

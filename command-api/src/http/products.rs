@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use ordo_commands::ReceiptKind;
 
-use super::extract::{respond, CommandMeta, IdPath, RawCommand};
+use super::extract::{respond, CommandMeta, IdPath, RawCommand, ReadAt};
 use super::openapi::{Accepted, CommandErrors, CommandHeaders};
 use super::parse::{Fields, MoneyDto};
 use super::AppState;
@@ -115,7 +115,7 @@ pub(crate) async fn list_product(
     })())?;
     let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.list_product(&ctx, command).await?;
-    Ok(respond(outcome, ReceiptKind::Created, Some("/v1/products")))
+    Ok(respond(outcome, ReceiptKind::Created, Some((&app.query_url, ReadAt::Product))))
 }
 
 #[utoipa::path(

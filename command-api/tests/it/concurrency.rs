@@ -31,6 +31,7 @@ async fn fifty_concurrent_stock_adjustments_keep_on_hand_exact_and_never_negativ
         limits: Limits::default(),
         retry: RetryPolicy::default(),
         writer: ordo_event_store::WriterOptions::default(),
+        query_public_url: ordo_command_api::http::DEFAULT_QUERY_URL.to_owned(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ordo_command_api::run(listener, config, async move {

@@ -77,7 +77,7 @@ async fn malformed_json_is_400_a_wrong_content_type_415_and_an_oversized_body_41
     assert_eq!((r.status, r.code()), (422, "validation_failed"), "wrong types are 4xx, never 5xx");
 
     let r = app.post("/v1/products/not-a-uuid/stock", &merchant.token, json!({})).await;
-    assert_eq!((r.status, r.code()), (400, "bad_request"));
+    assert_eq!((r.status, r.code()), (400, "invalid_path"));
     assert_eq!(app.event_count().await, 0);
 }
 

@@ -33,6 +33,7 @@ async fn serve(db: &TestDb, auth: ordo_service::AuthSettings, secret: Option<&st
         limits: Limits::default(),
         retry: RetryPolicy::default(),
         writer: ordo_event_store::WriterOptions::default(),
+        query_public_url: ordo_command_api::http::DEFAULT_QUERY_URL.to_owned(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(ordo_command_api::run(listener, config, async move {

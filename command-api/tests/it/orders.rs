@@ -18,7 +18,7 @@ async fn placing_an_order_answers_202_and_prices_lines_from_the_products() {
 
     assert_eq!(r.status, 202, "{:?}", r.body);
     let order = id_of(&r);
-    assert_eq!(r.header("location"), Some(format!("/v1/orders/{order}").as_str()));
+    assert_eq!(r.header("location"), Some(format!("http://127.0.0.1:8081/v1/orders/{order}").as_str()));
     assert_eq!(r.header("etag"), Some("\"1\""));
     let events = app.events(StreamCategory::Order, order).await;
     let OrderEvent::OrderPlaced { customer_id, merchant_id, lines, total, shipping_address, .. } =

@@ -17,7 +17,7 @@ async fn a_customer_registers_itself_and_gets_201_with_location_etag_and_a_consi
     assert_eq!(id_of(&r), me.id);
     assert_eq!(r.body["version"], 1);
     assert_eq!(r.header("etag"), Some("\"1\""));
-    assert_eq!(r.header("location"), Some(format!("/v1/customers/{}", me.id).as_str()));
+    assert_eq!(r.header("location"), Some(format!("http://127.0.0.1:8081/v1/customers/{}/orders", me.id).as_str()));
     let token: ConsistencyToken = r.body["consistency_token"].as_str().unwrap().parse().unwrap();
     assert_eq!((token.stream.category, token.stream.id, token.version), (StreamCategory::Customer, me.id, 1));
     let events = app.events(StreamCategory::Customer, me.id).await;
@@ -91,7 +91,7 @@ async fn a_merchant_registers_itself_once() {
 
     let r = app.post("/v1/merchants", &me.token, json!({"name": "Acme"})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    assert_eq!(r.header("location"), Some(format!("/v1/merchants/{}", me.id).as_str()));
+    assert_eq!(r.header("location"), Some(format!("http://127.0.0.1:8081/v1/merchants/{}/orders", me.id).as_str()));
     let events = app.events(StreamCategory::Merchant, me.id).await;
     assert!(matches!(events[0].decode::<MerchantEvent>().unwrap(), MerchantEvent::MerchantRegistered { .. }));
 

@@ -15,7 +15,7 @@ async fn a_merchant_lists_a_product_and_the_event_carries_what_was_sent() {
 
     assert_eq!(r.status, 201, "{:?}", r.body);
     let id = id_of(&r);
-    assert_eq!(r.header("location"), Some(format!("/v1/products/{id}").as_str()));
+    assert_eq!(r.header("location"), Some(format!("http://127.0.0.1:8081/v1/products/{id}").as_str()));
     let events = app.events(StreamCategory::Product, id).await;
     let ProductEvent::ProductListed { merchant_id, sku, price, initial_stock, .. } = events[0].decode().unwrap() else {
         panic!("not a listing")

@@ -6,6 +6,7 @@ mod audit;
 mod authorization;
 mod cache;
 mod consistency;
+mod conventions;
 mod idp;
 mod log_feed;
 mod log_stream;
