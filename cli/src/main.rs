@@ -48,7 +48,7 @@ enum Command {
     ResetPublishing,
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
