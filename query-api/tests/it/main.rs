@@ -12,6 +12,7 @@ mod operations;
 mod pagination;
 mod rebuild;
 mod security;
+mod verify_stream;
 
 use std::time::Duration;
 
