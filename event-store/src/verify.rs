@@ -1,6 +1,7 @@
 //! Hash-chain verification: recomputes every event's hash from the stored columns and names
 //! each broken link (changed payload, missing version, reordered events, wrong stream head).
 
+mod canonical;
 mod walk;
 
 use std::sync::Arc;

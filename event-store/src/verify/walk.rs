@@ -12,9 +12,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::canonical::{self, Columns};
 use super::{BrokenLink, LinkProblem, VerifyReport};
 use crate::error::StoreError;
-use crate::hash::{event_hash, HashInput};
 use crate::progress::Progress;
 
 /// Ranges of stream ids per category walked concurrently for a whole-log or category check.
@@ -71,6 +71,7 @@ pub(super) async fn walk(pool: PgPool, slice: Slice, progress: Arc<Progress>) ->
     .fetch(&mut *conn);
     let mut chain: Option<(Uuid, i64, Option<Vec<u8>>)> = None;
     let mut ticked = 0u64;
+    let mut buf = Vec::with_capacity(1024);
     while let Some((position, id, version, event_id, event_type, schema_version, data, metadata, at, prev, hash)) =
         rows.try_next().await?
     {
@@ -98,7 +99,7 @@ pub(super) async fn walk(pool: PgPool, slice: Slice, progress: Arc<Progress>) ->
             let data: Value = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("data: {e}")))?;
             let metadata: Value =
                 serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
-            let input = HashInput {
+            let input = Columns {
                 category: slice.category.as_str(),
                 stream_id: id,
                 version,
@@ -109,7 +110,7 @@ pub(super) async fn walk(pool: PgPool, slice: Slice, progress: Arc<Progress>) ->
                 metadata: &metadata,
                 recorded_at: at,
             };
-            let computed = event_hash(prev.as_deref(), &input);
+            let computed = canonical::hash(prev.as_deref(), &input, &mut buf);
             if computed.as_slice() != hash.as_slice() {
                 report.broken.push(link(LinkProblem::HashMismatch {
                     stored: hex::encode(&hash),
