@@ -2,12 +2,16 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use ordo_event_store::progress::Progress;
 use ordo_event_store::search::{search, LogQuery};
 use ordo_schemas::{StreamCategory, StreamRef};
 use uuid::Uuid;
+
+use crate::progress::Display;
 
 pub(crate) fn parse_category(s: &str) -> Result<StreamCategory, String> {
     StreamCategory::parse(s).ok_or_else(|| format!("unknown category {s} (customer, merchant, product, order)"))
@@ -65,8 +69,13 @@ async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
 }
 
 pub async fn verify(url: &str, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let pool = pool(url).await?;
-    let report = ordo_event_store::verify::verify(&pool, args.category, args.id).await?;
+    // the walkers of a whole-log check use half of the connections
+    let pool = ordo_event_store::connect(url, 8).await.context("connect to the database")?;
+    let progress = Arc::new(Progress::new());
+    let display = Display::start("verify", progress.clone());
+    let result = ordo_event_store::verify::verify_with(&pool, args.category, args.id, progress).await;
+    display.finish().await;
+    let report = result?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

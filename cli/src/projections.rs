@@ -1,9 +1,11 @@
 //! Projection commands: migrate, rebuild, retry-parked and replay with drift detection.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ordo_event_store::progress::Progress;
 use ordo_projectors::replay::{DriftReport, ReplayOptions, TableDrift};
 use ordo_projectors::Projection;
 use ordo_schemas::{StreamCategory, StreamRef};
@@ -11,10 +13,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::audit::parse_category;
+use crate::progress::Display;
 
-/// Connections for the projection commands: a rebuild holds a lock connection and its swap
-/// transaction while it reads the log through a third.
-const POOL_SIZE: u32 = 4;
+/// Connections for the projection commands: a rebuild holds a lock connection, reads the log
+/// through a second while a third bulk-loads the tables, then swaps in a transaction.
+const POOL_SIZE: u32 = 6;
 
 fn parse_projection(s: &str) -> Result<Projection, String> {
     Projection::parse(s).ok_or_else(|| format!("unknown projection {s} (orders, catalog, sales)"))
@@ -63,9 +66,14 @@ pub struct RebuildArgs {
 
 pub async fn rebuild(url: &str, args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let pool = pool(url).await?;
+    let projections = chosen(args.projection);
+    let progress = Arc::new(Progress::new());
+    let display = Display::start("rebuild", progress.clone());
+    let result = ordo_projectors::rebuild::rebuild_with(&pool, &projections, &progress).await;
+    display.finish().await;
     let mut reports = Vec::new();
-    for p in chosen(args.projection) {
-        let r = ordo_projectors::rebuild(&pool, p).await.with_context(|| format!("rebuild of {p}"))?;
+    for r in result.context("rebuild")? {
+        let p = r.projection;
         if !args.json {
             println!(
                 "{p}: rebuilt from {} events ({} caught up in the swap) in {:.3} s, swap held the lock {} ms",
@@ -161,14 +169,13 @@ pub async fn replay(url: &str, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         keep: args.keep,
         horizon_wait: Duration::from_secs(args.horizon_wait_secs),
     };
-    let mut reports = Vec::new();
-    for p in chosen(args.projection) {
-        let report =
-            ordo_projectors::replay::replay_with(&pool, p, &options).await.with_context(|| format!("replay of {p}"))?;
-        if !args.json {
-            print_report(&report);
-        }
-        reports.push(report);
+    let progress = Arc::new(Progress::new());
+    let display = Display::start("replay", progress.clone());
+    let result = ordo_projectors::replay::replay_all(&pool, &chosen(args.projection), &options, &progress).await;
+    display.finish().await;
+    let reports = result.context("replay")?;
+    if !args.json {
+        reports.iter().for_each(print_report);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

@@ -22,6 +22,7 @@
 mod append;
 pub mod error;
 pub mod hash;
+pub mod progress;
 mod read;
 pub mod search;
 pub mod signing;

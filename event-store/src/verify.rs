@@ -1,6 +1,11 @@
 //! Hash-chain verification: recomputes every event's hash from the stored columns and names
 //! each broken link (changed payload, missing version, reordered events, wrong stream head).
 
+mod canonical;
+mod walk;
+
+use std::sync::Arc;
+
 use ordo_schemas::{StreamCategory, StreamRef};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
@@ -8,11 +13,8 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::hash::{event_hash, HashInput};
-use crate::read::{event_from_row, EVENT_COLUMNS};
+use crate::progress::Progress;
 use crate::types::{parse_category, RecordedEvent};
-
-/// Events read per round trip while walking the log; memory stays bounded by it.
-const BATCH: i64 = 5_000;
 
 /// What is wrong at one link of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,87 +51,61 @@ pub struct VerifyReport {
     pub broken: Vec<BrokenLink>,
 }
 
-/// The walk's position inside the current stream.
-struct ChainState {
-    stream: StreamRef,
-    last_version: i64,
-    last_hash: Option<Vec<u8>>,
-}
-
 /// Checks the chains of one stream, one category, or (both `None`) the whole log.
+///
+/// # Errors
+/// [`StoreError`] when the database fails or a stored payload is not JSON.
 pub async fn verify(
     pool: &PgPool,
     category: Option<StreamCategory>,
     stream_id: Option<Uuid>,
 ) -> Result<VerifyReport, StoreError> {
+    verify_with(pool, category, stream_id, Arc::new(Progress::new())).await
+}
+
+/// [`verify`], counting the events checked in `progress` (its total is set first). The
+/// stream-id space of each category is cut into ranges walked concurrently (as many at once as
+/// half of `pool`'s connections, at most four), each by one streaming read in chain order, on
+/// the runtime's worker threads.
+///
+/// # Errors
+/// As [`verify`].
+pub async fn verify_with(
+    pool: &PgPool,
+    category: Option<StreamCategory>,
+    stream_id: Option<Uuid>,
+    progress: Arc<Progress>,
+) -> Result<VerifyReport, StoreError> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE ($1::text IS NULL OR category = $1) AND ($2::uuid IS NULL OR stream_id = $2)",
+    )
+    .bind(category.map(|c| c.as_str()))
+    .bind(stream_id)
+    .fetch_one(pool)
+    .await?;
+    progress.set_total(total.unsigned_abs());
+    let slices = walk::slices(category, stream_id);
+    // at most half of the pool's connections, so the pool's other users are not starved
+    let connections = usize::try_from(pool.options().get_max_connections() / 2).unwrap_or(1);
+    let walkers = usize::try_from(walk::RANGES).unwrap_or(4).min(connections).max(1);
     let mut report = VerifyReport::default();
-    let mut state: Option<ChainState> = None;
-    let mut after: (String, Uuid, i64) = (String::new(), Uuid::nil(), 0);
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE ($1::text IS NULL OR category = $1) AND ($2::uuid IS NULL OR stream_id = $2) \
-           AND (category, stream_id, version) > ($3, $4, $5) \
-         ORDER BY category, stream_id, version LIMIT $6"
-    );
+    let mut pending = slices.into_iter();
+    let mut running = tokio::task::JoinSet::new();
     loop {
-        let rows = sqlx::query(&sql)
-            .bind(category.map(|c| c.as_str()))
-            .bind(stream_id)
-            .bind(&after.0)
-            .bind(after.1)
-            .bind(after.2)
-            .bind(BATCH)
-            .fetch_all(pool)
-            .await?;
-        for row in &rows {
-            let event = event_from_row(row)?;
-            check_event(&mut state, &event, &mut report);
+        while running.len() < walkers {
+            let Some(slice) = pending.next() else { break };
+            running.spawn(walk::walk(pool.clone(), slice, progress.clone()));
         }
-        match rows.last() {
-            Some(row) if rows.len() as i64 == BATCH => {
-                after = (row.try_get("category")?, row.try_get("stream_id")?, row.try_get("version")?);
-            }
-            _ => break,
-        }
+        let Some(done) = running.join_next().await else { break };
+        let part = done.map_err(|e| StoreError::Corrupt(format!("a verification walker failed: {e}")))??;
+        report.checked += part.checked;
+        report.streams += part.streams;
+        report.broken.extend(part.broken);
     }
     report.broken.extend(head_mismatches(pool, category, stream_id).await?);
     report.broken.sort_by_key(|b| (b.category, b.stream_id, b.version));
     report.ok = report.broken.is_empty();
     Ok(report)
-}
-
-fn check_event(state: &mut Option<ChainState>, event: &RecordedEvent, report: &mut VerifyReport) {
-    if state.as_ref().map(|s| s.stream) != Some(event.stream) {
-        report.streams += 1;
-        *state = Some(ChainState { stream: event.stream, last_version: 0, last_hash: None });
-    }
-    let Some(chain) = state.as_mut() else { return };
-    report.checked += 1;
-    let link = |problem| BrokenLink {
-        category: event.stream.category,
-        stream_id: event.stream.id,
-        version: event.version,
-        position: Some(event.position),
-        problem,
-    };
-    if event.version != chain.last_version + 1 {
-        report.broken.push(link(LinkProblem::MissingVersions { from: chain.last_version + 1, to: event.version - 1 }));
-    } else if event.prev_hash != chain.last_hash {
-        report.broken.push(link(LinkProblem::PrevHashMismatch {
-            stored: event.prev_hash.as_ref().map(hex::encode),
-            expected: chain.last_hash.as_ref().map(hex::encode),
-        }));
-    } else {
-        let computed = recompute(event);
-        if computed.as_slice() != event.hash.as_slice() {
-            report.broken.push(link(LinkProblem::HashMismatch {
-                stored: hex::encode(&event.hash),
-                computed: hex::encode(computed),
-            }));
-        }
-    }
-    chain.last_version = event.version;
-    chain.last_hash = Some(event.hash.clone());
 }
 
 /// The hash an event should carry given the prev_hash it stores.

@@ -3,16 +3,15 @@
 //!
 //! # How
 //!
-//! 1. Under a session advisory lock (one replay per projection at a time), fresh UNLOGGED
-//!    `<table>_replay` tables are created `LIKE` the live ones with only their primary key (the
-//!    secondary indexes would slow the bulk load down and the diff does not need them). Their
-//!    progress, parked streams and dead letters live under the key `<projection>#replay`.
-//! 2. The log is read with the commit-safe [`EventStore::read_all`] up to a bound: the newest
-//!    committed position at the start, or `to_position` (inclusive) when that is lower. Every
-//!    event at or below the bound is applied with the same [`Projector`] the live consumer uses.
-//!    The replay waits (bounded) until every event committed at or below the bound is below the
-//!    horizon, so a transaction held open elsewhere does not silently shorten it
-//!    ([`DriftReport::complete`] says whether it got them all).
+//! 1. Under session advisory locks (one replay per projection at a time), fresh UNLOGGED
+//!    `<table>_replay` tables are created `LIKE` the live ones without indexes. Their progress,
+//!    parked streams and dead letters live under the key `<projection>#replay`.
+//! 2. The log up to a bound (the newest position at the start, or `to_position`, inclusive, when
+//!    that is lower) is folded in the rebuild's one pass for every projection replayed at once
+//!    (see [`crate::rebuild`] and ADR 0025) and bulk-loaded; the tables then get their primary
+//!    key only (the diff needs nothing else). Streams the fold leaves out are applied with the
+//!    same [`crate::Projector`] the live consumer uses. [`DriftReport::complete`] says whether
+//!    the pass read as many events as the log held at or below the bound.
 //! 3. The diff runs in one REPEATABLE READ, READ ONLY transaction, so the live rows and the
 //!    live progress it compares are one consistent snapshot (a live batch commits both
 //!    together). Rows are compared as `jsonb` over a `FULL JOIN` on the primary key read from
@@ -29,24 +28,24 @@
 //! merchant. A row that is corrupted AND in flight is therefore not reported until its stream
 //! settles: run the replay again when the projection is caught up.
 
-use std::collections::{BTreeMap, HashSet};
+mod diff;
+
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ordo_event_store::{EventStore, LogCursor};
+use ordo_event_store::progress::Progress;
+use ordo_event_store::EventStore;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::{Connection, PgConnection, PgPool, Row};
-use uuid::Uuid;
+use sqlx::{Connection, PgConnection, PgPool};
 
+use self::diff::{diff_table, InFlight};
 use crate::batch::Projector;
-use crate::incoming::Incoming;
 use crate::model::{Projection, Target};
+use crate::rebuild::{apply_unfit, pass, tables};
 use crate::ProjectorError;
-
-/// Events read from the log per page.
-const PAGE: i64 = 2000;
 /// Differing rows fetched from the diff cursor per round trip.
-const FETCH: i64 = 500;
+pub(crate) const FETCH: i64 = 500;
 /// At most this many rows are listed per table and kind (missing, extra, different).
 pub const LIST_LIMIT: usize = 1000;
 /// Distinguishes the replay lock from the projection's batch and rebuild locks.
@@ -60,8 +59,8 @@ pub struct ReplayOptions {
     /// Keep the `<table>_replay` tables (and their bookkeeping) for inspection; the next replay
     /// of the projection replaces them.
     pub keep: bool,
-    /// How long to wait for the commit-safe horizon to pass the bound before replaying only
-    /// what is below it.
+    /// Kept for callers of earlier versions: the one pass reads a consistent snapshot up to the
+    /// bound and waits for nothing.
     pub horizon_wait: Duration,
 }
 
@@ -169,17 +168,39 @@ pub async fn replay_with(
     projection: Projection,
     options: &ReplayOptions,
 ) -> Result<DriftReport, ProjectorError> {
+    let mut reports = replay_all(pool, &[projection], options, &Progress::new()).await?;
+    reports.pop().ok_or_else(|| ProjectorError::Other("the replay reported nothing".into()))
+}
+
+/// Replays `projections` in one pass over the log, counting its events in `progress`, and
+/// diffs each with its live tables. See the module docs.
+///
+/// # Errors
+/// As [`replay`]. The replay tables are dropped on error even with `keep`.
+pub async fn replay_all(
+    pool: &PgPool,
+    projections: &[Projection],
+    options: &ReplayOptions,
+    progress: &Progress,
+) -> Result<Vec<DriftReport>, ProjectorError> {
     let mut guard = pool.acquire().await?.detach();
-    let key = projection.lock_key() ^ REPLAY_LOCK;
-    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut guard).await?;
-    if !free {
-        return Err(ProjectorError::Other(format!("a replay of {projection} is already running")));
+    for p in projections {
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(p.lock_key() ^ REPLAY_LOCK)
+            .fetch_one(&mut guard)
+            .await?;
+        if !free {
+            let _ = guard.close().await;
+            return Err(ProjectorError::Other(format!("a replay of {p} is already running")));
+        }
     }
-    let target = Target::replay(projection);
-    let result = replay_locked(pool, projection, &target, options).await;
+    let targets: Vec<Target> = projections.iter().map(|p| Target::replay(*p)).collect();
+    let result = replay_locked(pool, &targets, options, progress).await;
     if result.is_err() || !options.keep {
-        if let Err(e) = cleanup(pool, projection, &target).await {
-            tracing::warn!(error = %e, projection = %projection, "dropping the replay tables failed");
+        for target in &targets {
+            if let Err(e) = cleanup(pool, target.projection, target).await {
+                tracing::warn!(error = %e, projection = %target.projection, "dropping the replay tables failed");
+            }
         }
     }
     let _ = guard.close().await;
@@ -188,95 +209,71 @@ pub async fn replay_with(
 
 async fn replay_locked(
     pool: &PgPool,
-    projection: Projection,
-    target: &Target,
+    targets: &[Target],
     options: &ReplayOptions,
-) -> Result<DriftReport, ProjectorError> {
+    progress: &Progress,
+) -> Result<Vec<DriftReport>, ProjectorError> {
     let started = Instant::now();
     let mut keys = Vec::new();
-    for base in projection.base_tables() {
-        keys.push(primary_key(pool, base).await?);
+    for target in targets {
+        let mut tx = pool.begin().await?;
+        tables::create_bare(&mut tx, target).await?;
+        clear_bookkeeping(&mut tx, &target.key).await?;
+        tx.commit().await?;
+        for base in target.projection.base_tables() {
+            keys.push(primary_key(pool, base).await?);
+        }
     }
-    prepare(pool, projection, target, &keys).await?;
     let head: i64 = sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events").fetch_one(pool).await?;
     let bound = options.to_position.map_or(head, |p| p.min(head));
-    let expected: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE position <= $1").bind(bound).fetch_one(pool).await?;
-    tracing::info!(projection = %projection, to_position = bound, "replay started");
-    let (events, complete) = fill(pool, projection, target, bound, expected, options.horizon_wait).await?;
+    tracing::info!(projections = targets.len(), to_position = bound, "replay started");
+    let outcome = pass::run(pool, targets, bound, progress).await?;
+    let complete = outcome.read == progress.total();
+    for target in targets {
+        tables::finish(pool, target, false).await?;
+    }
+    let store = EventStore::new(pool.clone());
+    let projector = Projector::new(pool.clone(), targets.to_vec());
+    let unfit = apply_unfit(&store, &projector, &outcome.unfit, bound).await?;
 
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-    let owners = InFlight::load(&mut tx, projection, target).await?;
-    let mut tables = Vec::new();
-    for (base, key_columns) in projection.base_tables().iter().zip(keys) {
-        tables.push(diff_table(&mut tx, base, &target.table(base), key_columns, &owners).await?);
+    let mut keys = keys.into_iter();
+    let mut reports = Vec::new();
+    for target in targets {
+        let projection = target.projection;
+        let owners = InFlight::load(&mut tx, projection, target).await?;
+        let mut tables = Vec::new();
+        for base in projection.base_tables() {
+            let key_columns = keys.next().unwrap_or_default();
+            tables.push(diff_table(&mut tx, base, &target.table(base), key_columns, &owners).await?);
+        }
+        let replay_parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_streams WHERE projection = $1")
+            .bind(&target.key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let events =
+            outcome.totals.get(&projection).map_or(0, |t| t.events) + unfit.get(&projection).copied().unwrap_or(0);
+        let drift = tables.iter().any(TableDrift::has_drift);
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(projection = %projection, events, drift, duration_ms, "replay finished");
+        reports.push(DriftReport {
+            projection,
+            events,
+            to_position: bound,
+            complete,
+            replay_parked: replay_parked.unsigned_abs(),
+            duration_ms,
+            tables,
+            drift,
+        });
     }
-    let replay_parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_streams WHERE projection = $1")
-        .bind(&target.key)
-        .fetch_one(&mut *tx)
-        .await?;
     tx.commit().await?;
-
-    let drift = tables.iter().any(TableDrift::has_drift);
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(projection = %projection, events, drift, duration_ms, "replay finished");
-    Ok(DriftReport {
-        projection,
-        events,
-        to_position: bound,
-        complete,
-        replay_parked: replay_parked.unsigned_abs(),
-        duration_ms,
-        tables,
-        drift,
-    })
-}
-
-/// Applies the log up to `bound` to the replay target; returns the events applied and whether
-/// all `expected` events at or below the bound were read.
-async fn fill(
-    pool: &PgPool,
-    projection: Projection,
-    target: &Target,
-    bound: i64,
-    expected: i64,
-    wait: Duration,
-) -> Result<(u64, bool), ProjectorError> {
-    let projector = Projector::new(pool.clone(), vec![target.clone()]);
-    let store = EventStore::new(pool.clone());
-    let deadline = Instant::now() + wait;
-    let (mut cursor, mut seen, mut events) = (LogCursor::START, 0i64, 0u64);
-    loop {
-        let (page, next) = store.read_all(cursor, PAGE).await?;
-        if page.is_empty() {
-            if seen >= expected {
-                return Ok((events, true));
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(projection = %projection, seen, expected,
-                    "commit-safe horizon held back, replaying only what is below it");
-                return Ok((events, false));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        cursor = next;
-        let within: Vec<_> = page.iter().filter(|e| e.position <= bound).collect();
-        seen += within.len() as i64;
-        let incoming: Vec<Incoming> =
-            within.into_iter().filter(|e| projection.reads(e.stream.category)).map(Incoming::from_recorded).collect();
-        events += incoming.len() as u64;
-        projector.apply_batch(&incoming, None).await?;
-        // stop once everything up to the bound is in, without chasing newer writes
-        if seen >= expected {
-            return Ok((events, true));
-        }
-    }
+    Ok(reports)
 }
 
 /// Double-quotes an identifier read from the catalog.
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -295,30 +292,6 @@ async fn primary_key(pool: &PgPool, table: &str) -> Result<Vec<String>, Projecto
         return Err(ProjectorError::Other(format!("table {table} has no primary key to compare rows by")));
     }
     Ok(columns)
-}
-
-/// Fresh replay tables and an empty replay bookkeeping namespace.
-async fn prepare(
-    pool: &PgPool,
-    projection: Projection,
-    target: &Target,
-    keys: &[Vec<String>],
-) -> Result<(), ProjectorError> {
-    let mut tx = pool.begin().await?;
-    for (base, key) in projection.base_tables().iter().zip(keys) {
-        let table = target.table(base);
-        let key = key.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *tx).await?;
-        sqlx::query(&format!(
-            "CREATE UNLOGGED TABLE {table} (LIKE {base} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!("ALTER TABLE {table} ADD PRIMARY KEY ({key})")).execute(&mut *tx).await?;
-    }
-    clear_bookkeeping(&mut tx, &target.key).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 async fn clear_bookkeeping(conn: &mut PgConnection, key: &str) -> Result<(), ProjectorError> {
@@ -341,140 +314,4 @@ async fn cleanup(pool: &PgPool, projection: Projection, target: &Target) -> Resu
     clear_bookkeeping(&mut tx, &target.key).await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// The streams (and, for sales, merchants) whose rows are still moving: see the module docs.
-struct InFlight {
-    streams: HashSet<Uuid>,
-    merchants: HashSet<Uuid>,
-}
-
-impl InFlight {
-    async fn load(conn: &mut PgConnection, projection: Projection, target: &Target) -> Result<Self, ProjectorError> {
-        let streams: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT stream_id FROM (SELECT category, stream_id, version FROM projection_progress \
-             WHERE projection = $1) l FULL JOIN (SELECT category, stream_id, version FROM projection_progress \
-             WHERE projection = $2) r USING (category, stream_id) WHERE l.version IS DISTINCT FROM r.version",
-        )
-        .bind(projection.name())
-        .bind(&target.key)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut merchants = HashSet::new();
-        if projection == Projection::Sales && !streams.is_empty() {
-            let sql = format!(
-                "SELECT merchant_id FROM rm_sales_orders WHERE order_id = ANY($1) \
-                 UNION SELECT merchant_id FROM {} WHERE order_id = ANY($1)",
-                target.table("rm_sales_orders")
-            );
-            let found: Vec<Uuid> = sqlx::query_scalar(&sql).bind(&streams).fetch_all(&mut *conn).await?;
-            merchants.extend(found);
-        }
-        Ok(Self { streams: streams.into_iter().collect(), merchants })
-    }
-
-    /// Whether the row (of live table `base`) belongs to a stream in flight.
-    fn holds(&self, base: &str, row: &Value) -> bool {
-        let id = |column: &str| row.get(column).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
-        match base {
-            "rm_orders" | "rm_sales_orders" => id("order_id").is_some_and(|i| self.streams.contains(&i)),
-            "rm_products" => id("product_id").is_some_and(|i| self.streams.contains(&i)),
-            "rm_merchant_daily_sales" => id("merchant_id").is_some_and(|i| self.merchants.contains(&i)),
-            _ => false,
-        }
-    }
-}
-
-/// Compares live table `base` with `replay` row by row as jsonb, through a cursor.
-async fn diff_table(
-    conn: &mut PgConnection,
-    base: &str,
-    replay: &str,
-    key_columns: Vec<String>,
-    in_flight: &InFlight,
-) -> Result<TableDrift, ProjectorError> {
-    let on: Vec<String> = key_columns.iter().map(|c| format!("l.{0} = r.{0}", ident(c))).collect();
-    let order: Vec<String> = key_columns.iter().map(|c| format!("COALESCE(l.{0}, r.{0})", ident(c))).collect();
-    // no bind parameters: the table names are fixed and the columns come from the catalog
-    sqlx::query(&format!(
-        "DECLARE ordo_drift NO SCROLL CURSOR FOR SELECT to_jsonb(l) AS live, to_jsonb(r) AS replay \
-         FROM {base} l FULL JOIN {replay} r ON {} WHERE to_jsonb(l) IS DISTINCT FROM to_jsonb(r) ORDER BY {}",
-        on.join(" AND "),
-        order.join(", ")
-    ))
-    .execute(&mut *conn)
-    .await?;
-    let mut out = TableDrift {
-        table: base.to_owned(),
-        key_columns,
-        missing: Vec::new(),
-        extra: Vec::new(),
-        different: Vec::new(),
-        counts: DriftCounts::default(),
-    };
-    loop {
-        let rows = sqlx::query(&format!("FETCH FORWARD {FETCH} FROM ordo_drift")).fetch_all(&mut *conn).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            let live: Option<Value> = row.try_get("live")?;
-            let replayed: Option<Value> = row.try_get("replay")?;
-            out.classify(base, live, replayed, in_flight);
-        }
-    }
-    sqlx::query("CLOSE ordo_drift").execute(&mut *conn).await?;
-    Ok(out)
-}
-
-impl TableDrift {
-    fn key_of(&self, row: &Value) -> Map<String, Value> {
-        self.key_columns.iter().map(|c| (c.clone(), row.get(c).cloned().unwrap_or(Value::Null))).collect()
-    }
-
-    fn classify(&mut self, base: &str, live: Option<Value>, replay: Option<Value>, in_flight: &InFlight) {
-        let Some(either) = live.as_ref().or(replay.as_ref()) else { return };
-        if in_flight.holds(base, either) {
-            self.counts.in_flight += 1;
-            return;
-        }
-        let key = self.key_of(either);
-        match (live, replay) {
-            (None, Some(row)) => {
-                self.counts.missing += 1;
-                if self.missing.len() < LIST_LIMIT {
-                    self.missing.push(RowDrift { key, row });
-                }
-            }
-            (Some(row), None) => {
-                self.counts.extra += 1;
-                if self.extra.len() < LIST_LIMIT {
-                    self.extra.push(RowDrift { key, row });
-                }
-            }
-            (Some(live), Some(replay)) => {
-                self.counts.different += 1;
-                if self.different.len() < LIST_LIMIT {
-                    self.different.push(DifferentRow { key, columns: columns_that_differ(&live, &replay) });
-                }
-            }
-            (None, None) => {}
-        }
-    }
-}
-
-fn columns_that_differ(live: &Value, replay: &Value) -> BTreeMap<String, ColumnDrift> {
-    let empty = Map::new();
-    let (l, r) = (live.as_object().unwrap_or(&empty), replay.as_object().unwrap_or(&empty));
-    l.keys()
-        .chain(r.keys())
-        .filter(|c| l.get(*c) != r.get(*c))
-        .map(|c| {
-            let drift = ColumnDrift {
-                live: l.get(c).cloned().unwrap_or(Value::Null),
-                replay: r.get(c).cloned().unwrap_or(Value::Null),
-            };
-            (c.clone(), drift)
-        })
-        .collect()
 }

@@ -15,6 +15,8 @@ use ordo_event_store::{EventStore, RecordedEvent};
 use ordo_schemas::{EventEnvelope, Role, StreamCategory, StreamRef};
 use ordo_service::http::{Json, Query};
 
+mod verify_stream;
+
 use crate::params::{decode_cursor, page, DEFAULT_LIMIT, MAX_LIMIT};
 use ordo_service::problem::FieldProblem;
 use ordo_service::{JwtKeys, Principal, Problem};
@@ -369,12 +371,19 @@ struct VerifyQuery {
 
 #[utoipa::path(
     get, path = "/v1/audit/verify", tag = "audit",
+    description = "Recomputes the hash chains of one stream (`category` and `id`), a category, or the whole log. \
+        One stream is answered at once. A category or the whole log is streamed, so no request timeout cuts it \
+        short: as `application/json` the body is white space (a newline per second, valid leading JSON white \
+        space) until the report; with `Accept: application/x-ndjson` one `{\"progress\":{\"checked\":..,\"total\":..}}` \
+        line per second, then `{\"report\":{..}}`. A database failure after the answer started ends the body with \
+        `{\"error\":\"verification failed\"}` instead of the report.",
     params(
         ("category" = Option<String>, Query),
         ("id" = Option<uuid::Uuid>, Query)
     ),
     responses(
-        (status = 200, description = "ok, checked and every broken link", content_type = "application/json"),
+        (status = 200, description = "ok, checked and every broken link (streamed for a category or the whole log)",
+            content_type = "application/json"),
         AuditErrors,
     ),
     security(("bearer" = []))
@@ -382,6 +391,7 @@ struct VerifyQuery {
 async fn verify(
     State(s): State<AuditState>,
     principal: Principal,
+    headers: axum::http::HeaderMap,
     Query(q): Query<VerifyQuery>,
 ) -> Result<Response, Problem> {
     require_auditor(&principal)?;
@@ -392,6 +402,13 @@ async fn verify(
     if q.id.is_some() && category.is_none() {
         return Err(invalid("category", "required with id"));
     }
-    let report = ordo_event_store::verify::verify(s.store.pool(), category, q.id).await.map_err(internal)?;
-    Ok(Json(report).into_response())
+    if q.id.is_some() {
+        let report = ordo_event_store::verify::verify(s.store.pool(), category, q.id).await.map_err(internal)?;
+        return Ok(Json(report).into_response());
+    }
+    let ndjson = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    Ok(verify_stream::respond(s.store.pool().clone(), category, ndjson))
 }

@@ -4,6 +4,7 @@
 mod export_memory;
 mod hash_spec;
 mod projections;
+mod rebuild_kill;
 mod restore;
 
 use std::process::Output;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{event, ordo};
 
-async fn db() -> TestDb {
+pub(crate) async fn db() -> TestDb {
     let db = TestDb::new().await;
     ordo_projectors::migrate(&db.pool).await.unwrap();
     db
@@ -23,7 +23,7 @@ async fn db() -> TestDb {
 /// Applies every event of the log to the live projections, as the consumer would. The
 /// commit-safe horizon is cluster-wide (another test's open transaction can hold it back), so
 /// this reads until it has seen as many events as the table holds.
-async fn project_whole_log(db: &TestDb) {
+pub(crate) async fn project_whole_log(db: &TestDb) {
     let store = db.store();
     let projector = Projector::new(db.pool.clone(), Target::all_live());
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&db.pool).await.unwrap();

@@ -138,3 +138,70 @@ async fn a_rebuild_while_the_live_projector_applies_new_writes_loses_no_event() 
     follower.await.unwrap().unwrap();
     assert_eq!(diff_against_fold(&db.pool, &w).await, Vec::<String>::new());
 }
+
+/// Parked streams and open poison dead letters per projection.
+async fn parked_and_poison(pool: &sqlx::PgPool) -> (Vec<(String, uuid::Uuid)>, Vec<(String, uuid::Uuid, i64)>) {
+    let parked =
+        sqlx::query_as("SELECT projection, stream_id FROM parked_streams ORDER BY 1, 2").fetch_all(pool).await.unwrap();
+    let poison = sqlx::query_as(
+        "SELECT projection, stream_id, version FROM dead_letters WHERE resolved_at IS NULL AND kind = 'poison' \
+         ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (parked, poison)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_rebuilding_every_projection_equals_the_live_ones_with_upcast_v1_events_and_a_poisoned_stream() {
+    let db = db().await;
+    let store = db.store();
+    let w = crate::set_based::log_with_every_event_type(&store, 30).await;
+    // an event no code knows, in the middle of an order's stream, followed by a valid one
+    let poisoned = StreamRef::new(StreamCategory::Order, w.orders[3]);
+    let version = store.stream_version(poisoned).await.unwrap();
+    let unknown = ordo_event_store::NewEvent {
+        event_type: "OrderTeleported".into(),
+        schema_version: 1,
+        data: serde_json::json!({"to": "the moon"}),
+        metadata: ordo_schemas::EventMetadata {
+            event_id: uuid::Uuid::new_v4(),
+            correlation_id: uuid::Uuid::new_v4(),
+            causation_id: None,
+            actor: ordo_schemas::Actor::system(),
+            traceparent: None,
+            tracestate: None,
+        },
+    };
+    store.append(poisoned, ordo_event_store::ExpectedVersion::Exact(version), vec![unknown]).await.unwrap();
+    let projector = Projector::new(db.pool.clone(), Target::all_live());
+    apply_whole_log(&projector, &store).await;
+    let before = snapshot(&db.pool).await;
+    let bookkeeping = parked_and_poison(&db.pool).await;
+    let lag = |s: Vec<ordo_projectors::ProjectionStatus>| -> Vec<(String, String, i64)> {
+        s.into_iter().map(|s| (s.name, s.status, s.lag_events)).collect()
+    };
+    let lag_before = lag(ordo_projectors::projection_status(&db.pool).await.unwrap());
+    assert_eq!(bookkeeping.0.len(), 2, "the live projections parked the stream in orders and sales: {bookkeeping:?}");
+    let v1: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE schema_version = 1 AND event_type = 'ProductListed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(v1, 1);
+
+    let progress = ordo_event_store::progress::Progress::new();
+    let reports = ordo_projectors::rebuild::rebuild_with(&db.pool, &Projection::ALL, &progress).await.unwrap();
+    assert_eq!(reports.len(), 3);
+    let relevant: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE category IN ('order', 'product')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!((progress.done(), progress.total()), (relevant as u64, relevant as u64));
+    assert_eq!(snapshot(&db.pool).await, before, "the one pass reproduces every live row");
+    assert_eq!(parked_and_poison(&db.pool).await, bookkeeping, "and parks the poisoned stream as live did");
+    let status = ordo_projectors::projection_status(&db.pool).await.unwrap();
+    assert!(status.iter().all(|s| s.rebuilt_at.is_some()), "{status:#?}");
+    assert_eq!(lag(status), lag_before);
+}

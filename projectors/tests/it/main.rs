@@ -8,7 +8,7 @@ mod hostile_input;
 mod kafka;
 mod measure;
 mod replicas;
-mod set_based;
+pub(crate) mod set_based;
 
 use ordo_event_store::testing::TestDb;
 

@@ -32,7 +32,7 @@ async fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
 
 /// The workload with every event type, plus a product listed with a v1 `ProductListed` (as
 /// stored before the upcast existed) that then takes reservations and a restock.
-async fn log_with_every_event_type(store: &EventStore, orders: usize) -> Workload {
+pub(crate) async fn log_with_every_event_type(store: &EventStore, orders: usize) -> Workload {
     let mut w = Workload::run(store, orders).await;
     let merchant = w.merchants[0];
     let old = Uuid::new_v4();

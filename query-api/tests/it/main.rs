@@ -14,6 +14,7 @@ mod operations;
 mod pagination;
 mod rebuild;
 mod security;
+mod verify_stream;
 
 use std::time::Duration;
 
