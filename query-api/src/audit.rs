@@ -410,5 +410,8 @@ async fn verify(
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
+    // The answer starts only once the database answers: an exhausted pool or a database that is
+    // down is a 503 problem, not a 200 whose body ends in an error.
+    sqlx::query("SELECT 1").execute(s.store.pool()).await.map_err(internal)?;
     Ok(verify_stream::respond(s.store.pool().clone(), category, ndjson))
 }

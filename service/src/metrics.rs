@@ -104,9 +104,23 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("ordo_projection_rebuilds_total", Kind::Counter, "Projection rebuilds swapped in, by projection."),
     // Saga
     ("ordo_saga_outcomes_total", Kind::Counter, "Messages the order saga handled, by outcome."),
+    ("ordo_saga_in_flight", Kind::Gauge, "Events the order saga is handling right now."),
+    (
+        "ordo_saga_uncommitted",
+        Kind::Gauge,
+        "Events the order saga received whose offsets are not committed yet (some earlier offset is still being handled).",
+    ),
     // Query API
     ("ordo_query_consistency_total", Kind::Counter, "Reads that waited for a consistency token, by outcome."),
     ("ordo_query_log_subscribers", Kind::Gauge, "Clients following the live event log."),
+    ("ordo_query_cache_total", Kind::Counter, "Reads the query API's cache could answer (hit) or not (miss)."),
+    ("ordo_query_cache_entries", Kind::Gauge, "Rows and first pages held by the query API's cache."),
+    ("ordo_query_cache_bytes", Kind::Gauge, "Bytes of response bodies held by the query API's cache."),
+    (
+        "ordo_query_cache_resets_total",
+        Kind::Counter,
+        "Times the query API's cache was emptied because its invalidation listener was lost.",
+    ),
     ("ordo_query_log_catch_up_reads_total", Kind::Counter, "Reads of the event log for subscribers that fell behind."),
     // Every process
     ("ordo_build_info", Kind::Gauge, "Always 1; the labels name the version and the process."),
