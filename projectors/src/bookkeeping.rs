@@ -8,7 +8,7 @@ use ordo_schemas::{StreamCategory, StreamRef};
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::incoming::{Incoming, Origin};
-use crate::model::Target;
+use crate::model::{Projection, Target};
 use crate::step::{DeadLetterKind, StreamState};
 use crate::ProjectorError;
 
@@ -355,6 +355,18 @@ pub(crate) async fn notify_touched(
     pairs: &[StreamKey],
 ) -> Result<(), ProjectorError> {
     let Some(payload) = touched_payload(targets, pairs) else { return Ok(()) };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::batch::READ_MODEL_CHANNEL)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Tells the read cache that every row of `projection` may have changed (a rebuild swapped
+/// its tables), inside the swap's transaction.
+pub(crate) async fn notify_whole(conn: &mut PgConnection, projection: Projection) -> Result<(), ProjectorError> {
+    let payload = serde_json::json!({ projection.name(): "*" }).to_string();
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(crate::batch::READ_MODEL_CHANNEL)
         .bind(payload)

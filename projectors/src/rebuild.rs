@@ -251,6 +251,8 @@ async fn swap(
     let caught_up = tail.len() as u64;
     projector.batch_in(&mut tx, &tail, None).await?;
     swap_in(&mut tx, projection, shadow).await?;
+    // the query API's cache holds rows of the tables just replaced
+    crate::bookkeeping::notify_whole(&mut tx, projection).await?;
     tx.commit().await?;
     Ok((caught_up, started.elapsed()))
 }

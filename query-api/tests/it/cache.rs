@@ -250,3 +250,32 @@ async fn a_reconnected_cache_listener_clears_what_it_may_have_missed() {
     assert_eq!(body["name"], "renamed behind the cache");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swap_empties_the_cache_of_its_projection() {
+    let app = App::spawn().await;
+    live(&app.cache).await;
+    let store = app.db.store();
+    let w = Workload::setup(&store, 1, 1).await;
+    let product = w.all_products()[0];
+    let path = format!("/v1/products/{product}");
+    ordo_projectors::testing::wait_caught_up(&app.db.pool, Duration::from_secs(10)).await;
+    let listed: String = sqlx::query_scalar("SELECT name FROM rm_products WHERE product_id = $1")
+        .bind(product)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    // a read model that drifted from the log (edited by hand), read and cached as it is
+    sqlx::query("UPDATE rm_products SET name = 'drifted' WHERE product_id = $1")
+        .bind(product)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let drifted = cached(&app, &path, None).await;
+    assert_eq!(drifted["name"], "drifted");
+
+    // the rebuild replaces the tables from the log; the cache must not keep the drifted row
+    ordo_projectors::rebuild::rebuild(&app.db.pool, ordo_projectors::Projection::Catalog).await.unwrap();
+    let rebuilt = eventually(&app, &path, None, |b| b["name"] != "drifted").await;
+    assert_eq!(rebuilt["name"], listed.as_str());
+}
