@@ -355,18 +355,16 @@ pub(crate) async fn notify_touched(
     pairs: &[StreamKey],
 ) -> Result<(), ProjectorError> {
     let Some(payload) = touched_payload(targets, pairs) else { return Ok(()) };
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::batch::READ_MODEL_CHANNEL)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    notify(conn, &payload).await
 }
 
 /// Tells the read cache that every row of `projection` may have changed (a rebuild swapped
 /// its tables), inside the swap's transaction.
 pub(crate) async fn notify_whole(conn: &mut PgConnection, projection: Projection) -> Result<(), ProjectorError> {
-    let payload = serde_json::json!({ projection.name(): "*" }).to_string();
+    notify(conn, &serde_json::json!({ projection.name(): "*" }).to_string()).await
+}
+
+async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), ProjectorError> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(crate::batch::READ_MODEL_CHANNEL)
         .bind(payload)

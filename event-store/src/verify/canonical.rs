@@ -5,23 +5,11 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::Value;
+use chrono::SecondsFormat;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
-/// The hashed columns of one event, payloads parsed.
-pub(super) struct Columns<'a> {
-    pub category: &'a str,
-    pub stream_id: Uuid,
-    pub version: i64,
-    pub event_id: Uuid,
-    pub event_type: &'a str,
-    pub schema_version: i32,
-    pub data: &'a Value,
-    pub metadata: &'a Value,
-    pub recorded_at: DateTime<Utc>,
-}
+/// The hashed columns of one event, payloads parsed: the same input as [`crate::hash`].
+pub(super) use crate::hash::HashInput as Columns;
 
 /// The chain hash, writing the content into `buf` (reused between events).
 pub(super) fn hash(prev: Option<&[u8]>, c: &Columns<'_>, buf: &mut Vec<u8>) -> [u8; 32] {
@@ -54,6 +42,9 @@ pub(super) fn hash(prev: Option<&[u8]>, c: &Columns<'_>, buf: &mut Vec<u8>) -> [
 mod tests {
     use super::*;
     use crate::hash::{event_hash, HashInput};
+    use chrono::DateTime;
+    use serde_json::Value;
+    use uuid::Uuid;
 
     #[test]
     fn the_direct_hash_equals_the_specified_one_for_unsorted_nested_and_escaped_payloads() {

@@ -52,6 +52,25 @@ async fn cached(app: &App, path: &str, who: Option<(Role, Uuid)>) -> Value {
     }
 }
 
+/// A running query API with a listening cache and one product; the product's path.
+async fn one_product() -> (App, Uuid, String) {
+    let app = App::spawn().await;
+    live(&app.cache).await;
+    let w = Workload::setup(&app.db.store(), 1, 1).await;
+    let product = w.all_products()[0];
+    (app, product, format!("/v1/products/{product}"))
+}
+
+/// Renames a product in the read model directly, so no projector notification tells the cache.
+async fn rename_behind_the_cache(pool: &PgPool, product: Uuid, name: &str) {
+    sqlx::query("UPDATE rm_products SET name = $2 WHERE product_id = $1")
+        .bind(product)
+        .bind(name)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 fn hits(app: &App) -> u64 {
     app.cache.stats().unwrap().hits
 }
@@ -216,19 +235,10 @@ async fn eviction_keeps_the_cache_within_its_byte_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnected_cache_listener_clears_what_it_may_have_missed() {
-    let app = App::spawn().await;
-    live(&app.cache).await;
-    let store = app.db.store();
-    let w = Workload::setup(&store, 1, 1).await;
-    let product = w.all_products()[0];
-    let path = format!("/v1/products/{product}");
+    let (app, product, path) = one_product().await;
     let first = cached(&app, &path, None).await;
     // a change the listener is never told about: the cache keeps answering the old row
-    sqlx::query("UPDATE rm_products SET name = 'renamed behind the cache' WHERE product_id = $1")
-        .bind(product)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    rename_behind_the_cache(&app.db.pool, product, "renamed behind the cache").await;
     let body: Value = app.get(&path, None).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["name"], first["name"], "the row is cached");
 
@@ -253,12 +263,7 @@ async fn a_reconnected_cache_listener_clears_what_it_may_have_missed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_swap_empties_the_cache_of_its_projection() {
-    let app = App::spawn().await;
-    live(&app.cache).await;
-    let store = app.db.store();
-    let w = Workload::setup(&store, 1, 1).await;
-    let product = w.all_products()[0];
-    let path = format!("/v1/products/{product}");
+    let (app, product, path) = one_product().await;
     ordo_projectors::testing::wait_caught_up(&app.db.pool, Duration::from_secs(10)).await;
     let listed: String = sqlx::query_scalar("SELECT name FROM rm_products WHERE product_id = $1")
         .bind(product)
@@ -266,11 +271,7 @@ async fn a_rebuild_swap_empties_the_cache_of_its_projection() {
         .await
         .unwrap();
     // a read model that drifted from the log (edited by hand), read and cached as it is
-    sqlx::query("UPDATE rm_products SET name = 'drifted' WHERE product_id = $1")
-        .bind(product)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    rename_behind_the_cache(&app.db.pool, product, "drifted").await;
     let drifted = cached(&app, &path, None).await;
     assert_eq!(drifted["name"], "drifted");
 
