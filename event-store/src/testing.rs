@@ -61,6 +61,17 @@ impl TestDb {
     pub fn store(&self) -> crate::EventStore {
         crate::EventStore::new(self.pool.clone())
     }
+
+    /// A second pool on this database with one connection and a 300 ms acquire timeout: hold its
+    /// connection and every other acquire times out (an exhausted pool).
+    pub async fn pool_of_one(&self) -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(300))
+            .connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
 }
 
 impl Drop for TestDb {

@@ -3,7 +3,6 @@
 //! and metrics that pass `promtool check metrics`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -70,12 +69,7 @@ async fn a_malformed_id_is_400_invalid_path_on_every_route_with_an_id() {
 async fn an_exhausted_connection_pool_is_503_with_retry_after_not_500() {
     let db = TestDb::new().await;
     ordo_command_api::migrate(&db.pool).await.unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_millis(300))
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = db.pool_of_one().await;
     let keys = JwtKeys::from_secret(SECRET);
     let state = AppState::new(CommandService::new(EventStore::new(pool.clone())), Arc::new(keys.clone()));
     let app = router(state, Limits::default());

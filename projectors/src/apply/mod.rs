@@ -9,7 +9,7 @@
 
 mod catalog;
 mod orders;
-mod sales;
+pub(crate) mod sales;
 
 use chrono::{DateTime, Utc};
 use ordo_schemas::{AnyEvent, StreamRef};

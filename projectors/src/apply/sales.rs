@@ -41,14 +41,14 @@ struct Payment {
     recorded_at: DateTime<Utc>,
 }
 
-/// One `rm_merchant_daily_sales` row's increment.
+/// One `rm_merchant_daily_sales` row's increment (or, in a rebuild, its whole sum).
 #[derive(Debug)]
-struct Daily {
-    orders: i64,
-    revenue_minor: i64,
+pub(crate) struct Daily {
+    pub(crate) orders: i64,
+    pub(crate) revenue_minor: i64,
     /// The payment latest in the log: its order, version and position.
-    last: (Uuid, i64, i64),
-    updated_at: DateTime<Utc>,
+    pub(crate) last: (Uuid, i64, i64),
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 impl Rows {

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::fold::{OrderRow, Payment, ProductRow, SalesRow, StreamFold};
+use crate::apply::sales::Daily;
 use crate::model::{Projection, Target};
 use crate::ProjectorError;
 
@@ -109,15 +110,6 @@ impl CopyBuf {
     fn take(&mut self) -> Chunk {
         Chunk { sql: self.sql.clone(), data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK + 4096)) }
     }
-}
-
-/// One `rm_merchant_daily_sales` row being summed.
-#[derive(Debug)]
-struct Daily {
-    orders: i64,
-    revenue_minor: i64,
-    last: (Uuid, i64, i64),
-    updated_at: DateTime<Utc>,
 }
 
 /// What the pass applied to one projection, for its `projection_state` row.

@@ -78,12 +78,7 @@ async fn a_malformed_id_is_400_invalid_path_on_every_route_with_an_id() {
 async fn an_exhausted_connection_pool_is_503_with_retry_after_not_500() {
     let db = TestDb::new().await;
     ordo_projectors::migrate(&db.pool).await.unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_millis(300))
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = db.pool_of_one().await;
     let stop = Shutdown::new();
     let quiet = FeedOptions { poll: Duration::from_secs(3600), ..FeedOptions::default() };
     let feed = LogFeed::start(EventStore::new(pool.clone()), quiet, stop.clone()).await.unwrap();
