@@ -207,7 +207,12 @@ for api in ${ST_APIS:-command query}; do
   [ "$code" -eq 0 ] || status=1
   counts=$(python3 - "$har" <<'PY'
 import json, sys
-entries = json.load(open(sys.argv[1]))["log"]["entries"]
+# Only a summary: schemathesis' own exit status (not_a_server_error included) decides the run.
+try:
+    entries = json.loads(open(sys.argv[1]).read(), strict=False)["log"]["entries"]
+except ValueError:
+    print("? ?")
+    sys.exit(0)
 statuses = [e["response"]["status"] for e in entries]
 print(len(statuses), sum(1 for s in statuses if s >= 500))
 PY
