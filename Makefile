@@ -22,9 +22,10 @@ test-deps:
 	@scripts/install-broker.sh
 	@scripts/install-nextest.sh
 
-test: test-deps ## the whole suite (real Postgres and a real broker)
+test: test-deps ## the whole suite (real Postgres and a real broker), then schemathesis against both APIs
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
+	ST_CHECKS=all ST_SEED=7 ST_MAX_EXAMPLES=30 scripts/schemathesis.sh
 
 lint: ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -34,10 +34,11 @@ struct DeadLetterKey {
 
 #[utoipa::path(get, path = "/v1/projections/dead-letters", tag = "operations",
     params(
-        ("projection" = Option<String>, Query, description = "orders, catalog or sales"),
+        ("projection" = Option<String>, Query, pattern = "^(orders|catalog|sales)$", description = "orders, catalog or sales"),
         ("open" = Option<bool>, Query, description = "only unresolved ones (default true)"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$",
+            description = "next_cursor of the previous page (opaque: only a cursor this API handed out)")
     ),
     responses((status = 200, description = "newest first: `{items: [{id, projection, kind, category, stream_id, \
         version, position, topic, partition, kafka_offset, error, payload_preview, created_at, resolved_at}], next_cursor}`"),
@@ -107,9 +108,10 @@ struct ParkedKey {
 
 #[utoipa::path(get, path = "/v1/projections/parked", tag = "operations",
     params(
-        ("projection" = Option<String>, Query, description = "orders, catalog or sales"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+        ("projection" = Option<String>, Query, pattern = "^(orders|catalog|sales)$", description = "orders, catalog or sales"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$",
+            description = "next_cursor of the previous page (opaque: only a cursor this API handed out)")
     ),
     responses((status = 200, description = "oldest first: `{items: [{projection, category, stream_id, reason, \
         dead_letter_id, parked_at}], next_cursor}`"), (status = 401), (status = 403), (status = 422)),
@@ -196,12 +198,52 @@ pub struct RetryRequest {
     stream_id: Option<Uuid>,
 }
 
+impl utoipa::ToSchema for RetryRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "RetryParkedRequest".into()
+    }
+}
+
+/// Only the three fields; `category` and `stream_id` together or not at all.
+impl utoipa::PartialSchema for RetryRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use serde_json::Value;
+        use utoipa::openapi::schema::{
+            AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+        };
+        let nullable = || ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]));
+        let projection =
+            || nullable().enum_values(Some(["orders".into(), "catalog".into(), "sales".into(), Value::Null]));
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let closed = || ObjectBuilder::new().additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let everything =
+            closed().property("projection", projection()).property("category", null()).property("stream_id", null());
+        let one_stream = closed()
+            .property("projection", projection())
+            .property(
+                "category",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["customer", "merchant", "product", "order"])),
+            )
+            .property(
+                "stream_id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            )
+            .required("category")
+            .required("stream_id");
+        Schema::OneOf(OneOfBuilder::new().item(everything).item(one_stream).build()).into()
+    }
+}
+
 #[utoipa::path(post, path = "/v1/projections/parked/retry", tag = "operations",
     description = "Re-applies parked streams from the log (as `ordo retry-parked`), admins only. The body \
         `{projection?, category?, stream_id?}` narrows it (category and stream_id together). Each stream that \
         applies again is unparked; one whose event still fails stays parked with the new error. Audited as log \
         lines with the actor's id.",
-    request_body(content = Object, content_type = "application/json", description = "`{projection?, category?, stream_id?}`"),
+    request_body(content = RetryRequest, content_type = "application/json", description = "`{projection?, category?, stream_id?}`"),
     responses((status = 200, description = "`{outcomes: [{projection, category, stream_id, unparked, applied, error}], \
         retried, still_parked}`"), (status = 401), (status = 403), (status = 415), (status = 422)),
     security(("bearer" = [])))]

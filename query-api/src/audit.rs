@@ -111,7 +111,7 @@ struct VersionRange {
         ("category" = String, Path, description = "customer, merchant, product or order"),
         ("id" = uuid::Uuid, Path, description = "the stream id"),
         ("from_version" = Option<i64>, Query),
-        ("to_version" = Option<i64>, Query)
+        ("to_version" = Option<i64>, Query, description = "not below `from_version`")
     ),
     responses(
         (status = 200, description = "the stream's events with metadata, hash and prev_hash", content_type = "application/json"),
@@ -158,8 +158,8 @@ struct StateAnswer {
     params(
         ("category" = String, Path, description = "customer, merchant, product or order"),
         ("id" = uuid::Uuid, Path, description = "the stream id"),
-        ("at" = Option<String>, Query, description = "RFC 3339 time"),
-        ("version" = Option<i64>, Query)
+        ("at" = Option<String>, Query, format = DateTime, description = "RFC 3339 time; not with `version`"),
+        ("version" = Option<i64>, Query, minimum = 0, description = "not with `at`")
     ),
     responses(
         (status = 200, description = "the aggregate rebuilt as of that time or version", content_type = "application/json"),
@@ -246,8 +246,8 @@ struct ProofQuery {
     params(
         ("category" = String, Path, description = "customer, merchant, product or order"),
         ("id" = uuid::Uuid, Path, description = "the stream id"),
-        ("version" = i64, Query, description = "version of the saved digest"),
-        ("hash" = String, Query, description = "head hash of the saved digest (hex)")
+        ("version" = i64, Query, minimum = 1, description = "version of the saved digest"),
+        ("hash" = String, Query, pattern = "^[0-9A-Fa-f]{64}$", description = "head hash of the saved digest (64 hex characters)")
     ),
     responses(
         (status = 200, description = "whether today's history extends the saved digest", content_type = "application/json"),
@@ -296,14 +296,14 @@ struct SearchQuery {
 #[utoipa::path(
     get, path = "/v1/audit/events", tag = "audit",
     params(
-        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
-        ("type" = Option<String>, Query),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339, exclusive; not before `from`"),
+        ("type" = Option<String>, Query, max_length = 100, pattern = r"^[^\x00]*$"),
         ("actor" = Option<uuid::Uuid>, Query),
         ("correlation_id" = Option<uuid::Uuid>, Query),
-        ("category" = Option<String>, Query),
-        ("limit" = Option<i64>, Query, description = "1..500, default 50"),
-        ("cursor" = Option<String>, Query)
+        ("category" = Option<String>, Query, pattern = "^(customer|merchant|product|order)$"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1..500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$", description = "next_cursor of the previous page (opaque)")
     ),
     responses(
         (status = 200, description = "matching events in log order: items and next_cursor", content_type = "application/json"),
@@ -341,7 +341,7 @@ async fn search_events(
             errors.push(FieldProblem { field: "to".into(), message: "must not be before from".into() });
         }
     }
-    if q.event_type.as_ref().is_some_and(|t| t.len() > 100 || t.contains('\0')) {
+    if q.event_type.as_ref().is_some_and(|t| t.chars().count() > 100 || t.contains('\0')) {
         errors.push(FieldProblem { field: "type".into(), message: "too long or contains NUL".into() });
     }
     if !errors.is_empty() {
@@ -378,7 +378,7 @@ struct VerifyQuery {
         line per second, then `{\"report\":{..}}`. A database failure after the answer started ends the body with \
         `{\"error\":\"verification failed\"}` instead of the report.",
     params(
-        ("category" = Option<String>, Query),
+        ("category" = Option<String>, Query, pattern = "^(customer|merchant|product|order)$", description = "required with `id`"),
         ("id" = Option<uuid::Uuid>, Query)
     ),
     responses(

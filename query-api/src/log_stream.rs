@@ -38,12 +38,13 @@ const MAX_TYPES: usize = 50;
         Example: `curl -N -H \"Authorization: Bearer $AUDITOR_TOKEN\" \
         'http://127.0.0.1:8081/v1/log/events?from=start&category=order'`.",
     params(
-        ("from" = Option<String>, Query, description = "`start`, `now` (default) or a cursor (an event id \
+        ("from" = Option<String>, Query, pattern = "^(start|now|[0-9]{1,18})$", description = "`start`, `now` (default) or a cursor (an event id \
             received earlier); `Last-Event-ID` takes precedence"),
-        ("category" = Option<String>, Query, description = "comma-separated: customer, merchant, product, order"),
-        ("type" = Option<String>, Query, description = "comma-separated event types, e.g. OrderPlaced,OrderConfirmed"),
+        ("category" = Option<String>, Query, pattern = r"^\s*(customer|merchant|product|order)\s*(,\s*(customer|merchant|product|order)\s*)*$", description = "comma-separated: customer, merchant, product, order"),
+        ("type" = Option<String>, Query, pattern = r"^\s*[A-Za-z0-9_.]{1,100}\s*(,\s*[A-Za-z0-9_.]{1,100}\s*){0,49}$",
+            description = "up to 50 comma-separated event types (letters, digits, `_`, `.`), e.g. OrderPlaced,OrderConfirmed"),
         ("stream_id" = Option<uuid::Uuid>, Query, description = "only this stream's events"),
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}$", description = "resume after this event id")
     ),
     responses(
         (status = 200, description = "an endless `text/event-stream`", content_type = "text/event-stream"),
@@ -119,16 +120,8 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 }
 
 fn start(p: &mut Params, headers: &HeaderMap) -> Start {
-    if let Some(raw) = headers.get("last-event-id") {
-        return match raw.to_str().ok().and_then(|s| s.trim().parse::<LogCursor>().ok()) {
-            Some(c) => Start::After(c),
-            None => {
-                p.reject("Last-Event-ID", "is not an event id this stream sent");
-                Start::Now
-            }
-        };
-    }
-    match p.raw("from").map(str::to_owned).as_deref() {
+    // `from` is checked even when `Last-Event-ID` takes precedence: a malformed one is refused.
+    let from = match p.raw("from").map(str::to_owned).as_deref() {
         None | Some("now") => Start::Now,
         Some("start") => Start::Beginning,
         Some(other) => match other.parse::<LogCursor>() {
@@ -138,7 +131,17 @@ fn start(p: &mut Params, headers: &HeaderMap) -> Start {
                 Start::Now
             }
         },
+    };
+    if let Some(raw) = headers.get("last-event-id") {
+        return match raw.to_str().ok().and_then(|s| s.trim().parse::<LogCursor>().ok()) {
+            Some(c) => Start::After(c),
+            None => {
+                p.reject("Last-Event-ID", "is not an event id this stream sent");
+                Start::Now
+            }
+        };
     }
+    from
 }
 
 fn filter(p: &mut Params) -> Filter {
@@ -151,8 +154,13 @@ fn filter(p: &mut Params) -> Filter {
     });
     let types = p.raw("type").map(str::to_owned).map(|raw| {
         let types: Vec<String> = raw.split(',').map(|t| t.trim().to_owned()).collect();
-        if types.len() > MAX_TYPES || types.iter().any(|t| t.is_empty() || t.len() > MAX_TYPE_LEN) {
-            p.reject("type", "must be up to 50 comma-separated event types of up to 100 characters");
+        let bad = |t: &String| {
+            t.is_empty()
+                || t.len() > MAX_TYPE_LEN
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        };
+        if types.len() > MAX_TYPES || types.iter().any(bad) {
+            p.reject("type", "must be up to 50 comma-separated event types of up to 100 letters, digits, _ or .");
         }
         types
     });

@@ -42,18 +42,36 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// Every error answer (4xx, 5xx) is `application/problem+json` with the `Problem` schema, whose
-/// `code` lists [`ordo_service::Code`]; every route with an `{id}` may answer 400 `invalid_path`.
+/// `code` lists [`ordo_service::Code`]. Every route may answer 503 (an exhausted pool), one with an
+/// `{id}` 400 `invalid_path`, one with parameters or a body 400 and 422, a secured one 401 and 403.
 fn problem_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
     use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
     for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
+            let takes_input = operation.request_body.is_some()
+                || operation.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Query);
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut answers = Vec::new();
             if path.contains("{id}") {
-                operation.responses.responses.entry("400".to_owned()).or_insert_with(|| {
-                    RefOr::T(
-                        ResponseBuilder::new().description("`invalid_path`: the id in the path is not a UUID").build(),
-                    )
-                });
+                answers.push(("400", "`invalid_path`: the id in the path is not a UUID"));
+            }
+            if takes_input {
+                answers.push(("400", "a malformed query string or body (`invalid_query`, `malformed_json`)"));
+                answers.push(("422", "`validation_failed`: every invalid parameter listed"));
+            }
+            if secured {
+                answers.push(("401", "missing, invalid or expired bearer token"));
+                answers.push(("403", "the role may not read this"));
+            }
+            answers.push(("503", "busy (every database connection in use): retry after `Retry-After` seconds"));
+            for (status, description) in answers {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(description).build()));
             }
             for (status, response) in operation.responses.responses.iter_mut() {
                 let RefOr::T(response) = response else { continue };

@@ -106,9 +106,10 @@ async fn wait(state: &AppState, p: &Params, headers: &HeaderMap) -> Result<Optio
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "order id"),
-        ("consistency_token" = Option<String>, Query, description = "wait for this write")),
+        ("consistency_token" = Option<String>, Query, pattern = r"^(customer|merchant|product|order):[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[1-9][0-9]{0,17}$",
+            description = "wait for this write: `<category>:<stream id>:<version>` as a command answered")),
     responses((status = 200, body = OrderView, description = "with ETag"), (status = 304), (status = 401),
-        (status = 403), (status = 404)),
+        (status = 403), (status = 404), (status = 422, description = "a malformed consistency token")),
     security(("bearer" = [])))]
 pub async fn one(
     State(state): State<AppState>,
@@ -191,10 +192,13 @@ enum Owner {
 
 #[utoipa::path(get, path = "/v1/customers/{id}/orders", tag = "orders",
     params(("id" = Uuid, Path, description = "customer id"),
-        ("status" = Option<String>, Query, description = "only orders in this status"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("consistency_token" = Option<String>, Query, description = "wait for this write")),
+        ("status" = Option<String>, Query, pattern = "^(pending|confirmed|rejected|paid|shipped|delivered|cancelled)$",
+            description = "only orders in this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$",
+            description = "next_cursor of the previous page (opaque: only a cursor this API handed out)"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^(customer|merchant|product|order):[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[1-9][0-9]{0,17}$",
+            description = "wait for this write: `<category>:<stream id>:<version>` as a command answered")),
     responses((status = 200, body = OrderPage), (status = 401), (status = 403), (status = 422)),
     security(("bearer" = [])))]
 pub async fn by_customer(
@@ -209,10 +213,13 @@ pub async fn by_customer(
 
 #[utoipa::path(get, path = "/v1/merchants/{id}/orders", tag = "orders",
     params(("id" = Uuid, Path, description = "merchant id"),
-        ("status" = Option<String>, Query, description = "only orders in this status"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("consistency_token" = Option<String>, Query, description = "wait for this write")),
+        ("status" = Option<String>, Query, pattern = "^(pending|confirmed|rejected|paid|shipped|delivered|cancelled)$",
+            description = "only orders in this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$",
+            description = "next_cursor of the previous page (opaque: only a cursor this API handed out)"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^(customer|merchant|product|order):[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[1-9][0-9]{0,17}$",
+            description = "wait for this write: `<category>:<stream id>:<version>` as a command answered")),
     responses((status = 200, body = OrderPage), (status = 401), (status = 403), (status = 422)),
     security(("bearer" = [])))]
 pub async fn by_merchant(

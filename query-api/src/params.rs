@@ -31,8 +31,9 @@ impl Params {
         Ok(Self { values: pairs.into_iter().collect(), errors: Vec::new() })
     }
 
+    /// The parameter's value; an empty value is a value (and most parsers refuse it), not an absence.
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.values.get(name).map(String::as_str)
     }
 
     fn invalid(&mut self, field: &str, message: impl Into<String>) {

@@ -96,11 +96,14 @@ fn like_pattern(q: &str) -> String {
 #[utoipa::path(get, path = "/v1/products", tag = "catalog",
     params(
         ("merchant_id" = Option<Uuid>, Query, description = "only this merchant's products"),
-        ("q" = Option<String>, Query, description = "case-insensitive text in name, sku or description"),
+        ("q" = Option<String>, Query, max_length = 200, pattern = r"^[^\x00]*$",
+            description = "case-insensitive text in name, sku or description, at most 200 characters"),
         ("in_stock" = Option<bool>, Query, description = "true: available > 0; false: available <= 0"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("consistency_token" = Option<String>, Query, description = "wait for this write (or header Ordo-Consistency-Token)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$",
+            description = "next_cursor of the previous page (opaque: only a cursor this API handed out)"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^(customer|merchant|product|order):[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[1-9][0-9]{0,17}$",
+            description = "wait for this write (or header Ordo-Consistency-Token): `<category>:<stream id>:<version>` as a command answered"),
     ),
     responses((status = 200, body = ProductPage), (status = 422, description = "invalid parameter")))]
 pub async fn list(
@@ -156,8 +159,11 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
-    params(("id" = Uuid, Path, description = "product id")),
-    responses((status = 200, body = ProductView, description = "with ETag"), (status = 304), (status = 404)))]
+    params(("id" = Uuid, Path, description = "product id"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^(customer|merchant|product|order):[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[1-9][0-9]{0,17}$",
+            description = "wait for this write: `<category>:<stream id>:<version>` as a command answered")),
+    responses((status = 200, body = ProductView, description = "with ETag"), (status = 304), (status = 404),
+        (status = 422, description = "a malformed consistency token")))]
 pub async fn one(
     State(state): State<AppState>,
     _principal: Option<Principal>,

@@ -44,9 +44,10 @@ pub struct Sales {
 
 #[utoipa::path(get, path = "/v1/merchants/{id}/sales", tag = "sales",
     params(("id" = Uuid, Path, description = "merchant id"),
-        ("from" = Option<String>, Query, description = "first day, YYYY-MM-DD (default: 30 days before `to`)"),
-        ("to" = Option<String>, Query, description = "last day, YYYY-MM-DD (default: today, UTC)"),
-        ("consistency_token" = Option<String>, Query, description = "wait for this write")),
+        ("from" = Option<String>, Query, format = Date, description = "first day, YYYY-MM-DD (default: 30 days before `to`)"),
+        ("to" = Option<String>, Query, format = Date, description = "last day, YYYY-MM-DD (default: today, UTC)"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^(customer|merchant|product|order):[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[1-9][0-9]{0,17}$",
+            description = "wait for this write: `<category>:<stream id>:<version>` as a command answered")),
     responses((status = 200, body = Sales), (status = 401), (status = 403), (status = 422)),
     security(("bearer" = [])))]
 pub async fn daily(

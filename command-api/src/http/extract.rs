@@ -84,6 +84,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(v) = parts.headers.get(&super::CORRELATION_ID) {
+            if v.to_str().ok().and_then(|s| Uuid::parse_str(s.trim()).ok()).is_none() {
+                return Err(Problem::bad_request("X-Correlation-Id must be a UUID").into());
+            }
+        }
         let correlation_id = parts.extensions.get::<CorrelationId>().map_or_else(Uuid::now_v7, |c| c.0);
         let Ok(trace) = TraceContext::from_request_parts(parts, state).await;
         let idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY) {
@@ -106,15 +111,20 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
     }
 }
 
-/// `"3"`, `W/"3"` or `3` expect version 3; `*` expects nothing in particular.
+/// `"3"`, `W/"3"` or `3` expect version 3 (1 to 18 digits); `*` expects nothing in particular.
 fn parse_if_match(value: &str) -> Option<Option<i64>> {
     let v = value.trim();
     if v == "*" {
         return Some(None);
     }
-    let v = v.strip_prefix("W/").unwrap_or(v);
-    let v = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(v);
-    v.parse::<i64>().ok().filter(|n| *n >= 0).map(Some)
+    let v = match v.strip_prefix("W/") {
+        Some(weak) => weak.strip_prefix('"').and_then(|s| s.strip_suffix('"'))?,
+        None => v.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(v),
+    };
+    if v.is_empty() || v.len() > 18 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<i64>().ok().map(Some)
 }
 
 impl CommandMeta {
@@ -211,7 +221,7 @@ mod tests {
         assert_eq!(parse_if_match("W/\"3\""), Some(Some(3)));
         assert_eq!(parse_if_match("3"), Some(Some(3)));
         assert_eq!(parse_if_match("*"), Some(None));
-        for bad in ["", "\"x\"", "\"-1\"", "abc"] {
+        for bad in ["", "\"x\"", "\"-1\"", "abc", "+3", "W/3", "\"3", "1234567890123456789"] {
             assert_eq!(parse_if_match(bad), None, "{bad}");
         }
     }

@@ -27,8 +27,8 @@ pub(crate) struct Accepted {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum CommandErrors {
-    /// Malformed JSON, a malformed header (`If-Match`, `Idempotency-Key`), or a path id that is
-    /// not a UUID (`invalid_path`).
+    /// Malformed JSON, a malformed header (`If-Match`, `Idempotency-Key`, `X-Correlation-Id`), or a
+    /// path id that is not a UUID (`invalid_path`).
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
     /// Missing or invalid bearer token.
@@ -71,17 +71,31 @@ pub(crate) enum CommandErrors {
 pub(crate) struct CommandHeaders {
     /// Makes the command safe to repeat: a repeat with the same body answers the first response
     /// with `Idempotent-Replayed: true` and appends nothing; another body with the same key is
-    /// 422 `idempotency_key_reused`. Scoped to the caller.
-    #[param(rename = "Idempotency-Key")]
+    /// 422 `idempotency_key_reused`. Scoped to the caller. 1 to 255 visible ASCII characters
+    /// (inner spaces allowed).
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]([\t\x20-\x7E]*[\x21-\x7E])?$"
+    )]
     idempotency_key: Option<String>,
     /// `"<version>"`: the command applies only at this stream version (else 412). Without it,
-    /// concurrent writers are retried internally.
-    #[param(rename = "If-Match")]
+    /// concurrent writers are retried internally. Also `W/"<version>"`, a bare `<version>` or
+    /// `*` (any version).
+    #[param(rename = "If-Match", nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#)]
     if_match: Option<String>,
-    /// Correlation id (UUID) stored in the events; a new one when absent. Echoed back.
-    #[param(rename = "X-Correlation-Id")]
+    /// Correlation id (UUID) stored in the events; a new one when absent. Echoed back. Anything
+    /// but a UUID is 400.
+    #[param(
+        rename = "X-Correlation-Id",
+        nullable = false,
+        pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+    )]
     correlation_id: Option<Uuid>,
     /// W3C trace context, stored in the events' metadata.
+    #[param(nullable = false)]
     traceparent: Option<String>,
 }
 

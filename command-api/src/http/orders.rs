@@ -29,7 +29,7 @@ pub(crate) struct LineDto {
     #[schema(required = true, nullable = false)]
     product_id: Option<Uuid>,
     /// 1 to 1000.
-    #[schema(required = true, nullable = false, example = 2)]
+    #[schema(required = true, nullable = false, example = 2, minimum = 1, maximum = 1000)]
     quantity: Option<i64>,
 }
 
@@ -42,7 +42,7 @@ pub(crate) struct PlaceOrderBody {
     /// Only for admins: the customer to order for. A customer orders for itself.
     customer_id: Option<Uuid>,
     /// 1 to 100 lines, each product once, all of one merchant.
-    #[schema(required = true, nullable = false)]
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 100)]
     lines: Option<Vec<LineDto>>,
     /// Defaults to the customer's registered address.
     shipping_address: Option<AddressDto>,
@@ -55,8 +55,8 @@ pub(crate) struct PayBody {
     /// Must equal the order total exactly.
     #[schema(required = true, nullable = false)]
     amount: Option<MoneyDto>,
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     payment_reference: Option<String>,
 }
 
@@ -64,11 +64,11 @@ pub(crate) struct PayBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ShipOrderRequest)]
 pub(crate) struct ShipBody {
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     carrier: Option<String>,
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     tracking_number: Option<String>,
 }
 
@@ -76,8 +76,8 @@ pub(crate) struct ShipBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = CancelOrderRequest)]
 pub(crate) struct CancelBody {
-    /// 1 to 500 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 500 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 500, pattern = r"^[^\x00]*\S[^\x00]*$")]
     reason: Option<String>,
 }
 

@@ -14,10 +14,10 @@ use super::error::ApiError;
 #[schema(as = Money)]
 pub(crate) struct MoneyDto {
     /// Amount in minor units (cents), an integer, positive.
-    #[schema(required = true, nullable = false, example = 1999)]
+    #[schema(required = true, nullable = false, example = 1999, minimum = 1)]
     amount_minor: Option<i64>,
     /// ISO 4217 code, three uppercase letters.
-    #[schema(required = true, nullable = false, example = "EUR")]
+    #[schema(required = true, nullable = false, example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
 }
 
@@ -25,19 +25,20 @@ pub(crate) struct MoneyDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = Address)]
 pub(crate) struct AddressDto {
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     line1: Option<String>,
-    /// At most 200 characters.
+    /// At most 200 characters; blank is the same as absent.
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     line2: Option<String>,
-    /// 1 to 100 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 100 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 100, pattern = r"^[^\x00]*\S[^\x00]*$")]
     city: Option<String>,
-    /// 1 to 16 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 16 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 16, pattern = r"^[^\x00]*\S[^\x00]*$")]
     postal_code: Option<String>,
     /// ISO 3166-1 alpha-2, e.g. `DE`.
-    #[schema(required = true, nullable = false, example = "DE")]
+    #[schema(required = true, nullable = false, example = "DE", pattern = "^[A-Z]{2}$")]
     country: Option<String>,
 }
 

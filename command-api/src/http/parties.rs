@@ -25,10 +25,13 @@ pub(crate) struct RegisterCustomerBody {
     /// The customer id: the token subject for a customer (may be omitted), any id for an admin
     /// (omitted: a new one).
     id: Option<Uuid>,
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: Option<String>,
-    #[schema(required = true, nullable = false, example = "ada@example.com")]
+    /// One `@`; a local part of 1 to 64 characters without leading, trailing or doubled dots; a
+    /// domain of at least two dot-separated labels of letters, digits and inner hyphens.
+    #[schema(required = true, nullable = false, example = "ada@example.com", format = Email, min_length = 3,
+             max_length = 254, pattern = r"^(?=[^@]{1,64}@)[^\s@.\x00-\x1F\x7F-\x9F]+(\.[^\s@.\x00-\x1F\x7F-\x9F]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")]
     email: Option<String>,
     #[schema(required = true, nullable = false)]
     shipping_address: Option<AddressDto>,
@@ -40,8 +43,8 @@ pub(crate) struct RegisterCustomerBody {
 pub(crate) struct RegisterMerchantBody {
     /// The merchant id: the token subject for a merchant (may be omitted), any id for an admin.
     id: Option<Uuid>,
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: Option<String>,
 }
 

@@ -29,17 +29,25 @@ pub(crate) struct ListProductBody {
     /// Only for admins: the merchant to list for. A merchant lists for itself.
     merchant_id: Option<Uuid>,
     /// 1 to 64 of `A-Z a-z 0-9 . _ -`, unique per merchant.
-    #[schema(required = true, nullable = false, example = "TSHIRT-RED-XL")]
+    #[schema(
+        required = true,
+        nullable = false,
+        example = "TSHIRT-RED-XL",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9._-]{1,64}$"
+    )]
     sku: Option<String>,
-    /// 1 to 200 characters.
-    #[schema(required = true, nullable = false)]
+    /// 1 to 200 characters, not blank.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: Option<String>,
-    /// At most 2000 characters.
+    /// 1 to 2000 characters, not blank.
+    #[schema(min_length = 1, max_length = 2000, pattern = r"^[^\x00]*\S[^\x00]*$")]
     description: Option<String>,
     #[schema(required = true, nullable = false)]
     price: Option<MoneyDto>,
     /// 0 to 1000000000.
-    #[schema(required = true, nullable = false, example = 10)]
+    #[schema(required = true, nullable = false, example = 10, minimum = 0, maximum = 1_000_000_000)]
     initial_stock: Option<i64>,
 }
 
@@ -52,15 +60,51 @@ pub(crate) struct ChangePriceBody {
 }
 
 /// Adjusts on-hand stock.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(as = AdjustStockRequest)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct AdjustStockBody {
     /// Signed, not zero: positive for `restock`, negative for `write_off`, either for `correction`.
-    #[schema(required = true, nullable = false, example = -2)]
     delta: Option<i64>,
     /// `restock`, `write_off` or `correction`.
-    #[schema(required = true, nullable = false, example = "restock")]
     reason: Option<String>,
+}
+
+impl utoipa::ToSchema for AdjustStockBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AdjustStockRequest".into()
+    }
+}
+
+/// One alternative per reason, since the reason decides the sign of `delta`.
+impl utoipa::PartialSchema for AdjustStockBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
+        let case = |reason: &str, delta: ObjectBuilder| {
+            ObjectBuilder::new()
+                .property(
+                    "delta",
+                    delta.schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+                )
+                .property("reason", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([reason])))
+                .required("delta")
+                .required("reason")
+        };
+        let any = || ObjectBuilder::new();
+        let correction = OneOfBuilder::new()
+            .item(case("correction", any().minimum(Some(1))))
+            .item(case("correction", any().maximum(Some(-1))));
+        Schema::OneOf(
+            OneOfBuilder::new()
+                .description(Some(
+                    "Adjusts on-hand stock. `delta` is signed and not zero: positive for `restock`, negative for \
+                     `write_off`, either for `correction`.",
+                ))
+                .item(case("restock", any().minimum(Some(1))))
+                .item(case("write_off", any().maximum(Some(-1))))
+                .item(correction)
+                .build(),
+        )
+        .into()
+    }
 }
 
 fn parse_reason(s: &str) -> Result<StockAdjustmentReason, ordo_schemas::InvalidValue> {
