@@ -94,19 +94,7 @@ pub async fn rebuild_with(
     projections: &[Projection],
     progress: &Progress,
 ) -> Result<Vec<RebuildReport>, ProjectorError> {
-    // one rebuild per projection at a time: session locks on a connection of their own, released
-    // when that connection closes (also when this future is dropped or the process dies)
-    let mut guard = pool.acquire().await?.detach();
-    for p in projections {
-        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(p.lock_key() ^ REBUILD_LOCK)
-            .fetch_one(&mut guard)
-            .await?;
-        if !free {
-            let _ = guard.close().await;
-            return Err(ProjectorError::Other(format!("a rebuild of {p} is already running")));
-        }
-    }
+    let guard = lock_each(pool, projections, REBUILD_LOCK, "rebuild").await?;
     let result = rebuild_locked(pool, projections, progress).await;
     if result.is_err() {
         for p in projections {
@@ -125,6 +113,29 @@ pub async fn rebuild_with(
 
 /// Distinguishes the rebuild lock from the projection's batch lock.
 const REBUILD_LOCK: i64 = 0x0000_0000_0001_0000;
+
+/// One `what` (rebuild, replay) per projection at a time: session locks, keyed by the projection
+/// and `kind`, on a connection of their own, released when that connection closes (also when the
+/// caller's future is dropped or the process dies). Fails if any is already held.
+pub(crate) async fn lock_each(
+    pool: &PgPool,
+    projections: &[Projection],
+    kind: i64,
+    what: &str,
+) -> Result<sqlx::PgConnection, ProjectorError> {
+    let mut guard = pool.acquire().await?.detach();
+    for p in projections {
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(p.lock_key() ^ kind)
+            .fetch_one(&mut guard)
+            .await?;
+        if !free {
+            let _ = guard.close().await;
+            return Err(ProjectorError::Other(format!("a {what} of {p} is already running")));
+        }
+    }
+    Ok(guard)
+}
 
 async fn rebuild_locked(
     pool: &PgPool,

@@ -183,17 +183,7 @@ pub async fn replay_all(
     options: &ReplayOptions,
     progress: &Progress,
 ) -> Result<Vec<DriftReport>, ProjectorError> {
-    let mut guard = pool.acquire().await?.detach();
-    for p in projections {
-        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(p.lock_key() ^ REPLAY_LOCK)
-            .fetch_one(&mut guard)
-            .await?;
-        if !free {
-            let _ = guard.close().await;
-            return Err(ProjectorError::Other(format!("a replay of {p} is already running")));
-        }
-    }
+    let guard = crate::rebuild::lock_each(pool, projections, REPLAY_LOCK, "replay").await?;
     let targets: Vec<Target> = projections.iter().map(|p| Target::replay(*p)).collect();
     let result = replay_locked(pool, &targets, options, progress).await;
     if result.is_err() || !options.keep {
