@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: everything on this machine with demo data. Ctrl-C (or `make stop`) stops it all.
 #
-# Honours DATABASE_URL, KAFKA_BROKERS (no local broker is started when set), ORDO_JWT_SECRET,
+# Honours ORDO_DATABASE_URL, ORDO_KAFKA_BROKERS (no local broker is started when set; the
+# DATABASE_URL and KAFKA_BROKERS of earlier releases still work), ORDO_JWT_SECRET,
 # ORDO_COMMAND_ADDR, ORDO_QUERY_ADDR, ORDO_LOG_FORMAT=json, ORDO_SEED=0 (skip the demo data),
 # ORDO_OPS_PORT_BASE (ops ports of relay, saga and projectors: base+1..base+3, default 9100),
 # ORDO_RUN_PROFILE (release, the default, or debug) and ORDO_RUN_DIR (state: logs, process ids,
@@ -14,7 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ordo}"
+export ORDO_DATABASE_URL="${ORDO_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ordo}}"
+if [ -n "${KAFKA_BROKERS:-}" ] && [ -z "${ORDO_KAFKA_BROKERS:-}" ]; then export ORDO_KAFKA_BROKERS="$KAFKA_BROKERS"; fi
+unset DATABASE_URL KAFKA_BROKERS
+# The database URL with its password (if any) masked, for what this script prints.
+shown_url="$(printf '%s' "$ORDO_DATABASE_URL" | sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#')"
 export ORDO_COMMAND_ADDR="${ORDO_COMMAND_ADDR:-127.0.0.1:8080}"
 export ORDO_QUERY_ADDR="${ORDO_QUERY_ADDR:-127.0.0.1:8081}"
 ops_base="${ORDO_OPS_PORT_BASE:-9100}"
@@ -113,23 +118,23 @@ fail_if_exited() {
 
 say "PostgreSQL"
 scripts/ensure-postgres.sh
-db_name="${DATABASE_URL##*/}"; db_name="${db_name%%\?*}"
-admin_url="${DATABASE_URL%/*}/postgres"
+db_name="${ORDO_DATABASE_URL##*/}"; db_name="${db_name%%\?*}"
+admin_url="${ORDO_DATABASE_URL%/*}/postgres"
 if ! psql "$admin_url" -Atc "SELECT 1 FROM pg_database WHERE datname = '$db_name'" | grep -q 1; then
   echo "creating database $db_name"
   psql "$admin_url" -qc "CREATE DATABASE \"$db_name\""
 fi
 
-if [ -z "${KAFKA_BROKERS:-}" ]; then
+if [ -z "${ORDO_KAFKA_BROKERS:-}" ]; then
   say "broker (nisshi)"
   scripts/install-broker.sh
   port=9092
   while port_taken "127.0.0.1:$port"; do port=$((port + 1)); done
-  export KAFKA_BROKERS="127.0.0.1:$port"
+  export ORDO_KAFKA_BROKERS="127.0.0.1:$port"
   start broker scripts/broker.sh "$port"
-  for _ in $(seq 1 100); do port_taken "$KAFKA_BROKERS" && break; sleep 0.1; done
-  port_taken "$KAFKA_BROKERS" || fail "the broker did not start on $KAFKA_BROKERS (log: $logs/broker.log)"
-  echo "broker on $KAFKA_BROKERS (log: $logs/broker.log)"
+  for _ in $(seq 1 100); do port_taken "$ORDO_KAFKA_BROKERS" && break; sleep 0.1; done
+  port_taken "$ORDO_KAFKA_BROKERS" || fail "the broker did not start on $ORDO_KAFKA_BROKERS (log: $logs/broker.log)"
+  echo "broker on $ORDO_KAFKA_BROKERS (log: $logs/broker.log)"
 fi
 
 say "building ($profile)"
@@ -137,6 +142,7 @@ scripts/install-tools.sh --build
 # the workspace's binaries, as `make test` and `make bench` build them: the same features, so
 # no dependency is built twice
 cargo build "${cargo_profile[@]}" --workspace --bins
+# Migrations are an explicit step: the services check the schema at start and change nothing.
 "$bin/ordo" migrate
 
 say "starting processes (logs also in $logs/)"
@@ -173,8 +179,8 @@ source "$demo"
 # The environment another shell needs for `ordo` (on the PATH) and the dev tokens.
 cat >"$state/env" <<ENV
 export PATH="$bin:\$PATH"
-export DATABASE_URL="$DATABASE_URL"
-export KAFKA_BROKERS="$KAFKA_BROKERS"
+export ORDO_DATABASE_URL="$ORDO_DATABASE_URL"
+export ORDO_KAFKA_BROKERS="$ORDO_KAFKA_BROKERS"
 $([ "$dev_secret" = 1 ] && echo "export ORDO_JWT_SECRET=\"$ORDO_JWT_SECRET\"")
 export CUSTOMER_TOKEN=${CUSTOMER_TOKEN:-}
 export MERCHANT_TOKEN=${MERCHANT_TOKEN:-}
@@ -195,7 +201,7 @@ $(say "Ordo is running")
   query API    http://$ORDO_QUERY_ADDR   (OpenAPI: http://$ORDO_QUERY_ADDR/openapi.json)
   metrics      http://$ORDO_COMMAND_ADDR/metrics  http://$ORDO_QUERY_ADDR/metrics
                http://$ORDO_RELAY_OPS_ADDR/metrics  http://$ORDO_SAGA_OPS_ADDR/metrics  http://$ORDO_PROJECTORS_OPS_ADDR/metrics
-  broker       $KAFKA_BROKERS      database  $DATABASE_URL
+  broker       $ORDO_KAFKA_BROKERS      database  $shown_url
   $secret_line
 
 In another shell, for \`ordo\` on the PATH, the database, the secret and the dev tokens (24 h):

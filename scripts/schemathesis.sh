@@ -71,7 +71,8 @@ fi
 scripts/ensure-postgres.sh
 db="ordo_st_$(date +%s)_$$"
 psql "$pg/postgres" -qc "CREATE DATABASE \"$db\""
-export DATABASE_URL="$pg/$db"
+export ORDO_DATABASE_URL="$pg/$db"
+unset DATABASE_URL
 ORDO_JWT_SECRET="st-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export ORDO_JWT_SECRET
 
@@ -91,6 +92,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+"$ordo" migrate >"$out/migrate.log" 2>&1
 target/debug/command-api >"$out/command-api.log" 2>&1 &
 pids+=($!)
 target/debug/query-api >"$out/query-api.log" 2>&1 &

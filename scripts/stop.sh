@@ -3,12 +3,13 @@
 # and the demo state, so the next `make run` starts from nothing (the local broker keeps its
 # data in memory, so stopping it empties it).
 #
-# Honours ORDO_RUN_DIR (default .tmp/run) and DATABASE_URL (default: the one `make run` uses).
+# Honours ORDO_RUN_DIR (default .tmp/run) and ORDO_DATABASE_URL (or DATABASE_URL; default: the
+# one `make run` uses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 state="${ORDO_RUN_DIR:-.tmp/run}"
-database_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ordo}"
+database_url="${ORDO_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ordo}}"
 
 alive() { kill -0 "$1" 2>/dev/null; }
 

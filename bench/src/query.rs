@@ -266,7 +266,7 @@ impl QueryApi {
         let port = free_port()?;
         let log = std::fs::File::create(work.join(format!("query-api-cache-{cache_mib}.log")))?;
         let child = Command::new(bin_dir.join("query-api"))
-            .env("DATABASE_URL", db_url)
+            .env("ORDO_DATABASE_URL", db_url)
             .env("ORDO_QUERY_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDO_JWT_SECRET", SECRET)
             .env("ORDO_QUERY_CACHE_MIB", cache_mib.to_string())

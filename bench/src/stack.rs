@@ -208,8 +208,9 @@ impl Stack {
                 cmd.env(other.addr_var(), other_addr);
             }
             let log = std::fs::File::create(opts.log_dir.join(format!("{}.log", s.binary())))?;
-            cmd.env("DATABASE_URL", &stack.db.url)
-                .env("KAFKA_BROKERS", &stack.broker.bootstrap)
+            cmd.env("ORDO_DATABASE_URL", &stack.db.url)
+                .env("ORDO_MIGRATE", "true")
+                .env("ORDO_KAFKA_BROKERS", &stack.broker.bootstrap)
                 .env("ORDO_JWT_SECRET", &opts.jwt_secret)
                 .env("RUST_LOG", &opts.log_level)
                 .stdout(Stdio::from(log.try_clone()?))

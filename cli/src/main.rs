@@ -4,18 +4,32 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ordo_service::config::Process;
 
 mod audit;
 mod progress;
 mod projections;
 mod token;
 
+/// The CLI among Ordo's processes: it reads the database URL from `ORDO_CLI_DATABASE_URL` or
+/// `ORDO_DATABASE_URL` (`DATABASE_URL` still works, with a warning) and the token secret from
+/// `ORDO_JWT_SECRET`, never from a flag.
+pub const PROCESS: Process = Process {
+    binary: "ordo",
+    prefix: "CLI",
+    deprecated: &[("DATABASE_URL", "DATABASE_URL")],
+    secrets: &["DATABASE_URL", "JWT_SECRET"],
+};
+
 #[derive(Parser)]
-#[command(name = "ordo", version, about = "operate an Ordo deployment")]
+#[command(
+    name = "ordo",
+    version,
+    about = "operate an Ordo deployment",
+    after_help = "Environment only, never printed:\n  ORDO_DATABASE_URL (or ORDO_CLI_DATABASE_URL): the Ordo database, default \
+                  postgres://postgres@127.0.0.1:5432/ordo\n  ORDO_JWT_SECRET: the HS256 secret of mint-token"
+)]
 struct Cli {
-    /// The Ordo database.
-    #[arg(long, global = true, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ordo")]
-    database_url: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,6 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create or update every crate's tables: event store, command API, projections (idempotent).
+    /// Services check the schema at start; run this first, as a role that may change the schema.
     Migrate,
     /// Sign a JWT for local use with the secret in ORDO_JWT_SECRET.
     MintToken(token::Args),
@@ -51,18 +66,20 @@ enum Command {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let url = PROCESS.database_url();
+    let database_url = url.expose();
     let result = match cli.command {
         Command::MintToken(args) => token::run(args),
-        Command::Migrate => projections::migrate(&cli.database_url).await,
-        Command::ResetPublishing => projections::reset_publishing(&cli.database_url).await,
-        Command::Verify(args) => audit::verify(&cli.database_url, args).await,
-        Command::ProveDigest(args) => audit::prove(&cli.database_url, args).await,
-        Command::Digest(args) => audit::digest(&cli.database_url, args).await,
-        Command::Export(args) => audit::export(&cli.database_url, args).await,
+        Command::Migrate => projections::migrate(database_url).await,
+        Command::ResetPublishing => projections::reset_publishing(database_url).await,
+        Command::Verify(args) => audit::verify(database_url, args).await,
+        Command::ProveDigest(args) => audit::prove(database_url, args).await,
+        Command::Digest(args) => audit::digest(database_url, args).await,
+        Command::Export(args) => audit::export(database_url, args).await,
         Command::VerifyExport(args) => audit::verify_export(args),
-        Command::Rebuild(args) => projections::rebuild(&cli.database_url, args).await,
-        Command::RetryParked(args) => projections::retry_parked(&cli.database_url, args).await,
-        Command::Replay(args) => projections::replay(&cli.database_url, args).await,
+        Command::Rebuild(args) => projections::rebuild(database_url, args).await,
+        Command::RetryParked(args) => projections::retry_parked(database_url, args).await,
+        Command::Replay(args) => projections::replay(database_url, args).await,
     };
     match result {
         Ok(code) => code,

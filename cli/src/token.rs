@@ -18,9 +18,6 @@ pub struct Args {
     /// Lifetime in hours.
     #[arg(long, default_value_t = 24)]
     ttl_hours: i64,
-    /// Signing secret (never printed).
-    #[arg(long, env = "ORDO_JWT_SECRET", hide_env_values = true)]
-    secret: String,
     /// `iss` of the token, as the APIs require it.
     #[arg(long, env = "ORDO_JWT_ISSUER")]
     issuer: Option<String>,
@@ -39,9 +36,14 @@ fn parse_role(s: &str) -> Result<Role, String> {
     }
 }
 
+/// Signs a token with the HS256 secret from `ORDO_JWT_SECRET` (environment only, so it never
+/// shows in a process listing or in `--help`).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = ordo_service::AuthSettings { issuer: args.issuer, audience: args.audience, ..Default::default() };
-    let keys = JwtKeys::new(&settings, Some(&args.secret)).context("token settings")?;
+    let Some(secret) = crate::PROCESS.secret("JWT_SECRET") else {
+        anyhow::bail!("ORDO_JWT_SECRET is not set: it is the secret the APIs verify tokens with");
+    };
+    let keys = JwtKeys::new(&settings, Some(secret.expose())).context("token settings")?;
     let sub = args.sub.unwrap_or_else(Uuid::new_v4);
     let token = keys.mint(sub, args.role, chrono::Duration::hours(args.ttl_hours)).context("sign token")?;
     eprintln!("sub={sub} role={}", args.role.as_str());

@@ -3,8 +3,8 @@
 //! - [`CommandService`] (crate `ordo-commands`, re-exported here) runs commands without HTTP;
 //!   the order saga and the CLI use that crate directly.
 //! - [`router`] is the HTTP API of `/work/shared/API.md` (command half) with `/healthz`,
-//!   `/readyz`, `/metrics` and `/openapi.json`; [`run`] serves it until a shutdown future
-//!   resolves.
+//!   `/readyz`, `/metrics` and `/openapi.json`; [`run`] serves it until shutdown, [`serve`] on a
+//!   listener of the caller's.
 //!
 //! Metrics: `ordo_commands_total{command,outcome}`, `ordo_command_duration_seconds{command}`,
 //! `ordo_append_conflicts_total`, `ordo_command_retries_total{command}`, plus the HTTP request
@@ -36,25 +36,37 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Schema(#[from] ordo_event_store::SchemaError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
     #[error("token verification: {0}")]
     Auth(#[from] ordo_service::auth::AuthConfigError),
 }
 
-/// Connects to Postgres, applies the event store's and this crate's migrations, and serves the
-/// API on `listener` until `shutdown` resolves; in-flight requests finish first.
+/// Binds `config.addr` and serves the API until `shutdown` is triggered: the process's whole
+/// life (see [`serve`]).
 ///
 /// # Errors
-/// [`RunError`] when the database is unreachable, a migration fails or serving fails.
-pub async fn run(
+/// [`RunError`] when the address cannot be bound, or as [`serve`].
+pub async fn run(config: Config, shutdown: ordo_service::shutdown::Shutdown) -> Result<(), RunError> {
+    let listener = TcpListener::bind(config.addr).await?;
+    serve(listener, config, async move { shutdown.wait().await }).await
+}
+
+/// Connects to Postgres, readies the schema (applies the event store's and this crate's
+/// migrations with `config.migrate`, else checks they were applied by `ordo migrate`), and
+/// serves the API on `listener` until `shutdown` resolves; in-flight requests finish first.
+///
+/// # Errors
+/// [`RunError`] when the database is unreachable, the schema is behind or serving fails.
+pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let pool = ordo_event_store::connect(&config.database_url, config.max_connections).await?;
-    ordo_event_store::migrate(&pool).await?;
-    migrate(&pool).await?;
+    let pool = ordo_event_store::connect(config.database_url.expose(), config.max_connections).await?;
+    ordo_event_store::prepare_schema(&pool, &[&ordo_event_store::MIGRATOR, &MIGRATOR], config.migrate).await?;
     let store = EventStore::with_writer_options(pool, config.writer.clone());
     let commands = CommandService::new(store).with_retry_policy(config.retry);
     let keys = Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(|s| s.expose()))?);

@@ -2,30 +2,17 @@
 
 use std::process::ExitCode;
 
-use ordo_command_api::Config;
+use ordo_command_api::config::{Config, PROCESS};
+use ordo_service::config::{exit_code, refused};
+use ordo_service::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _telemetry = ordo_service::telemetry::init();
     let config = match Config::load() {
         Ok(config) => config,
-        Err(e) => {
-            tracing::error!(error = %e, "invalid configuration");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return refused(&e),
     };
-    let listener = match tokio::net::TcpListener::bind(config.addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(addr = %config.addr, error = %e, "cannot bind");
-            return ExitCode::FAILURE;
-        }
-    };
-    match ordo_command_api::run(listener, config, ordo_service::shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "command api failed");
-            ExitCode::FAILURE
-        }
-    }
+    let result = ordo_command_api::run(config, Shutdown::on_signal()).await;
+    exit_code(&PROCESS, result.map_err(Into::into))
 }

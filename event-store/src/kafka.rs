@@ -36,13 +36,8 @@ pub mod settings;
 
 pub use settings::{check_environment, ClientProperties, SettingsError, TopicSettings};
 
-/// Brokers used when `KAFKA_BROKERS` is not set.
-pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
-
-/// The brokers string from `KAFKA_BROKERS`, or [`DEFAULT_BROKERS`].
-pub fn brokers_from_env() -> String {
-    std::env::var("KAFKA_BROKERS").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT_BROKERS.into())
-}
+/// Brokers used when none are configured.
+pub const DEFAULT_BROKERS: &str = ordo_service::config::DEFAULT_KAFKA_BROKERS;
 
 /// The topic of every category, in [`StreamCategory::ALL`] order.
 pub fn topics() -> [&'static str; 4] {

@@ -94,6 +94,58 @@ pub async fn run_migrations(
     migrator.run(pool).await
 }
 
+/// The schema is not what this release needs.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the database schema is behind this release: {missing} migration(s) not applied, the first {first}; \
+         run `ordo migrate` (with a role that may change the schema), or start the process with --migrate"
+    )]
+    Behind { missing: usize, first: String },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("reading the applied migrations: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Readies the schema for a process that needs the tables of `migrators`: applies their pending
+/// migrations when `migrate` is set (the process's role then needs DDL rights), otherwise checks
+/// that every one of them is applied, so a service can run as a role without DDL rights and a
+/// forgotten `ordo migrate` stops it at start with a message instead of failing later.
+///
+/// # Errors
+/// [`SchemaError::Behind`] when a migration is missing and `migrate` is off; a failed migration.
+pub async fn prepare_schema(
+    pool: &PgPool,
+    migrators: &[&sqlx::migrate::Migrator],
+    migrate: bool,
+) -> Result<(), SchemaError> {
+    if migrate {
+        for migrator in migrators {
+            run_migrations(migrator, pool).await?;
+        }
+        return Ok(());
+    }
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await {
+            Ok(versions) => versions,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+    let missing: Vec<_> = migrators
+        .iter()
+        .flat_map(|m| m.iter())
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .collect();
+    match missing.first() {
+        None => Ok(()),
+        Some(first) => Err(SchemaError::Behind {
+            missing: missing.len(),
+            first: format!("{} ({})", first.version, first.description),
+        }),
+    }
+}
+
 /// The event log. Cheap to clone; all clones share one pool and one group-commit writer.
 #[derive(Clone, Debug)]
 pub struct EventStore {

@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod batch;
 mod bookkeeping;
+#[cfg(feature = "kafka")]
 pub mod config;
 #[cfg(feature = "kafka")]
 pub mod consumer;

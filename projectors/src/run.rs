@@ -15,13 +15,12 @@ use crate::{Projector, Target};
 /// Runs the process until `shutdown` fires.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated, the ops address cannot be bound or the
+/// When the database cannot be reached or its schema is behind, the ops address cannot be bound or the
 /// consumer cannot join its group.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    kafka::check_environment()?;
-    let pool = ordo_event_store::connect(&config.database_url, config.db_connections).await?;
-    ordo_event_store::migrate(&pool).await?;
-    crate::migrate(&pool).await?;
+    let pool = ordo_event_store::connect(config.database_url.expose(), config.db_connections).await?;
+    let migrators = [&ordo_event_store::MIGRATOR, &crate::MIGRATOR];
+    ordo_event_store::prepare_schema(&pool, &migrators, config.migrate).await?;
     if config.create_topics > 0 {
         kafka::ensure_topics(&config.kafka_brokers, config.create_topics).await?;
     }

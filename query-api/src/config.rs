@@ -1,77 +1,139 @@
-//! Configuration of the `query-api` process, from flags and environment variables.
+//! Configuration of the `query-api` process: flags, each also settable as
+//! `ORDO_QUERY_<FLAG>` (see `ordo_service::config` for the conventions), and secrets from the
+//! environment only: the database URL (`ORDO_QUERY_DATABASE_URL` or `ORDO_DATABASE_URL`) and
+//! the HS256 secret (`ORDO_JWT_SECRET`). `DATABASE_URL` and `ORDO_QUERY_DB_CONNECTIONS` of
+//! earlier releases still work, with a warning; the `--jwt-secret` flag is gone.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// `query-api` settings. The JWT secret and the database URL are never logged.
-#[derive(Clone, clap::Parser)]
-#[command(name = "query-api", about = "The HTTP read side of Ordo")]
-pub struct Config {
-    /// Listen address.
-    #[arg(long, env = "ORDO_QUERY_ADDR", default_value = "127.0.0.1:8081")]
-    pub addr: SocketAddr,
-    /// Postgres holding the read models and the event log.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ordo",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-    /// HS256 secret of the bearer tokens (required unless a JWKS URL is set).
-    #[arg(long, env = "ORDO_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+use ordo_service::auth::AuthConfigError;
+use ordo_service::config::{DatabaseArgs, HttpArgs, Process, Secret};
+use ordo_service::http::Limits;
+use ordo_service::JwtKeys;
+
+/// The query API among Ordo's processes: its variables are `ORDO_QUERY_<SETTING>`.
+pub const PROCESS: Process = Process {
+    binary: "query-api",
+    prefix: "QUERY",
+    deprecated: &[("DATABASE_URL", "DATABASE_URL"), ("ORDO_QUERY_DB_CONNECTIONS", "DB_MAX_CONNECTIONS")],
+    secrets: &["DATABASE_URL", "JWT_SECRET"],
+};
+
+/// The query API's defaults where they differ from the shared groups' (argument id, value).
+const DEFAULTS: &[(&str, &str)] = &[("addr", "127.0.0.1:8081"), ("max_connections", "16")];
+
+/// `query-api` flags; each falls back to its environment variable, then to its default.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = "The HTTP read side of Ordo", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     #[command(flatten)]
     pub auth: ordo_service::AuthSettings,
     /// Longest wait for a consistency token, in milliseconds.
-    #[arg(long, env = "ORDO_QUERY_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000)]
     pub consistency_wait_ms: u64,
-    /// Postgres connections.
-    #[arg(long, env = "ORDO_QUERY_DB_CONNECTIONS", default_value_t = 16)]
-    pub db_connections: u32,
-    /// Per-request timeout in milliseconds (must exceed the consistency wait).
-    #[arg(long, env = "ORDO_QUERY_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
-    pub request_timeout_ms: u64,
     /// How often the shared log reader of `/v1/log/events` looks for new events, in milliseconds.
-    #[arg(long, env = "ORDO_QUERY_LOG_POLL_MS", default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_poll_ms: u64,
     /// Seconds between heartbeat comments on an idle `/v1/log/events` stream.
-    #[arg(long, env = "ORDO_QUERY_LOG_HEARTBEAT_SECS", default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_heartbeat_secs: u64,
     /// Batches of events the shared reader keeps for subscribers that are a little behind.
-    #[arg(long, env = "ORDO_QUERY_LOG_BUFFER", default_value_t = 64)]
-    pub log_buffer: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_buffer: u64,
     /// Log subscribers one process serves at once (more get 503).
-    #[arg(long, env = "ORDO_QUERY_LOG_MAX_SUBSCRIBERS", default_value_t = 256)]
+    #[arg(long, default_value_t = 256)]
     pub log_max_subscribers: usize,
     /// Memory of the read cache (rows and first pages) in MiB; 0 turns it off.
-    #[arg(long, env = "ORDO_QUERY_CACHE_MIB", default_value_t = 32)]
+    #[arg(long, default_value_t = 32)]
     pub cache_mib: u64,
-    /// The relay's name (its checkpoint and leader lock), for `/v1/log/status`.
-    #[arg(long, env = "ORDO_RELAY_NAME", default_value = "relay")]
+    /// The relay's name (its checkpoint and leader lock), for `/v1/log/status`; shared with the
+    /// relay as `ORDO_RELAY_NAME`.
+    #[arg(long, default_value = "relay")]
+    pub relay_name: String,
+}
+
+impl Args {
+    /// Parses flags given as command-line arguments (the first is the program name) with the
+    /// query API's defaults.
+    ///
+    /// # Errors
+    /// clap's error for an invalid flag or value.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        PROCESS.try_parse_from(args, DEFAULTS)
+    }
+}
+
+/// Everything [`crate::run`] needs. Secrets are [`Secret`]s: never in `Debug` output.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub database_url: Secret,
+    /// Apply pending migrations at start instead of requiring `ordo migrate` first.
+    pub migrate: bool,
+    /// The HS256 secret (required unless a JWKS URL is set).
+    pub jwt_secret: Option<Secret>,
+    pub auth: ordo_service::AuthSettings,
+    pub consistency_wait_ms: u64,
+    pub db_connections: u32,
+    pub limits: Limits,
+    pub log_poll_ms: u64,
+    pub log_heartbeat_secs: u64,
+    pub log_buffer: usize,
+    pub log_max_subscribers: usize,
+    pub cache_mib: u64,
     pub relay_name: String,
 }
 
 impl Config {
-    /// Defaults for everything but the secret and the database (for tests and embedding).
-    pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
+    /// The configuration of parsed flags and the secrets.
+    pub fn from_args(args: Args, database_url: Secret, jwt_secret: Option<Secret>) -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            database_url: database_url.into(),
-            jwt_secret: Some(jwt_secret.into()),
-            auth: ordo_service::AuthSettings::default(),
-            consistency_wait_ms: 2000,
-            db_connections: 16,
-            request_timeout_ms: 10_000,
-            log_poll_ms: 100,
-            log_heartbeat_secs: 15,
-            log_buffer: 64,
-            log_max_subscribers: 256,
-            cache_mib: 32,
-            relay_name: "relay".to_owned(),
+            addr: args.http.addr,
+            database_url,
+            migrate: args.database.migrate,
+            jwt_secret,
+            limits: args.http.limits(),
+            auth: args.auth,
+            consistency_wait_ms: args.consistency_wait_ms,
+            db_connections: args.database.max_connections,
+            log_poll_ms: args.log_poll_ms,
+            log_heartbeat_secs: args.log_heartbeat_secs,
+            log_buffer: usize::try_from(args.log_buffer).unwrap_or(usize::MAX),
+            log_max_subscribers: args.log_max_subscribers,
+            cache_mib: args.cache_mib,
+            relay_name: args.relay_name,
         }
     }
 
+    /// Flags, environment and secrets. `--help` and bad flags end the process as clap does.
+    ///
+    /// # Errors
+    /// When tokens could not be verified: no secret and no JWKS URL, or a JWKS URL without an
+    /// issuer and audience.
+    pub fn load() -> Result<Self, AuthConfigError> {
+        let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url(), PROCESS.secret("JWT_SECRET"));
+        JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(Secret::expose))?;
+        Ok(config)
+    }
+
+    /// Defaults for everything but the secret and the database, an ephemeral port and
+    /// migrations at start (for tests and embedding).
+    pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
+        let args = Args::try_parse_from(["query-api", "--addr=127.0.0.1:0", "--migrate"]).expect("defaults parse");
+        Self::from_args(args, Secret::new(database_url), Some(Secret::new(jwt_secret)))
+    }
+}
+
+impl Config {
     /// How the shared log reader of `/v1/log/events` runs.
     pub fn feed_options(&self) -> crate::log_feed::FeedOptions {
         crate::log_feed::FeedOptions {
@@ -89,25 +151,5 @@ impl Config {
 
     pub fn consistency_wait(&self) -> Duration {
         Duration::from_millis(self.consistency_wait_ms)
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("addr", &self.addr)
-            .field("database_url", &"<redacted>")
-            .field("jwt_secret", &"<redacted>")
-            .field("auth", &self.auth)
-            .field("consistency_wait_ms", &self.consistency_wait_ms)
-            .field("db_connections", &self.db_connections)
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .field("log_poll_ms", &self.log_poll_ms)
-            .field("log_heartbeat_secs", &self.log_heartbeat_secs)
-            .field("log_buffer", &self.log_buffer)
-            .field("log_max_subscribers", &self.log_max_subscribers)
-            .field("cache_mib", &self.cache_mib)
-            .field("relay_name", &self.relay_name)
-            .finish()
     }
 }

@@ -4,7 +4,8 @@
 //! reader per process, `log_feed`), operations endpoints (`admin`) and the browser console
 //! (`console`).
 //!
-//! Entry points: [`run`] (bind outside, pass the shutdown future in) and [`app`] (the router).
+//! Entry points: [`run`] (the process's life), [`serve`] (bind outside, pass the shutdown future
+//! in) and [`app`] (the router).
 
 mod admin;
 pub mod audit;
@@ -92,33 +93,44 @@ pub fn app(state: AppState, limits: Limits) -> Router {
     layers(api, limits).merge(ops::router(vec![ops::postgres(state.pool.clone())]))
 }
 
-/// Connects, migrates (the log and the read models, so the API can start first), and serves on
-/// `listener` until `shutdown` resolves; in-flight requests finish first.
+/// Binds `config.addr` and serves the API until `shutdown` is triggered: the process's whole
+/// life (see [`serve`]).
 ///
 /// # Errors
-/// When the database cannot be reached or migrated, or serving fails.
-pub async fn run(
+/// When the address cannot be bound, or as [`serve`].
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.addr).await?;
+    serve(listener, config, async move { shutdown.wait().await }).await
+}
+
+/// Connects, readies the schema (the log's and the read models', applied with
+/// `config.migrate`, else checked), and serves on `listener` until `shutdown` resolves;
+/// in-flight requests finish first.
+///
+/// # Errors
+/// When the database cannot be reached, the schema is behind, or serving fails.
+pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cache = config.cache();
-    run_with_cache(listener, config, cache, shutdown).await
+    serve_with_cache(listener, config, cache, shutdown).await
 }
 
-/// [`run`] with the read cache given (tests keep a handle to read its counters).
+/// [`serve`] with the read cache given (tests keep a handle to read its counters).
 ///
 /// # Errors
-/// As [`run`].
-pub async fn run_with_cache(
+/// As [`serve`].
+pub async fn serve_with_cache(
     listener: TcpListener,
     config: Config,
     cache: cache::QueryCache,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = ordo_event_store::connect(&config.database_url, config.db_connections).await?;
-    ordo_event_store::migrate(&pool).await?;
-    ordo_projectors::migrate(&pool).await?;
+    let pool = ordo_event_store::connect(config.database_url.expose(), config.db_connections).await?;
+    let migrators = [&ordo_event_store::MIGRATOR, &ordo_projectors::MIGRATOR];
+    ordo_event_store::prepare_schema(&pool, &migrators, config.migrate).await?;
     // Log streams never end by themselves: they end when shutdown begins, so serving can finish.
     let stop = Shutdown::new();
     let feed =
@@ -126,7 +138,7 @@ pub async fn run_with_cache(
             .await?;
     let state = AppState {
         pool: pool.clone(),
-        keys: Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_deref())?),
+        keys: Arc::new(JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(|s| s.expose()))?),
         consistency_wait: config.consistency_wait(),
         feed,
         heartbeat: Duration::from_secs(config.log_heartbeat_secs.max(1)),
@@ -134,7 +146,7 @@ pub async fn run_with_cache(
         cache: cache.clone(),
     };
     let listening = tokio::spawn(cache_listener::listen(cache, pool.clone(), stop.clone()));
-    let limits = Limits { timeout: Duration::from_millis(config.request_timeout_ms), ..Limits::default() };
+    let limits = config.limits;
     tracing::info!(addr = %listener.local_addr()?, "query api listening");
     let shutdown = async move {
         shutdown.await;

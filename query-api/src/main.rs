@@ -1,12 +1,18 @@
-//! `query-api`: see the library docs of `ordo_query_api`.
+//! `query-api`: the HTTP read side of Ordo. Configuration: see `ordo_query_api::config`.
 
-use clap::Parser;
-use tokio::net::TcpListener;
+use std::process::ExitCode;
+
+use ordo_query_api::config::{Config, PROCESS};
+use ordo_service::config::{exit_code, refused};
+use ordo_service::shutdown::Shutdown;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let _telemetry = ordo_service::telemetry::init();
-    let config = ordo_query_api::Config::parse();
-    let listener = TcpListener::bind(config.addr).await?;
-    ordo_query_api::run(listener, config, ordo_service::shutdown::signal()).await
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => return refused(&e),
+    };
+    let result = ordo_query_api::run(config, Shutdown::on_signal()).await;
+    exit_code(&PROCESS, result)
 }

@@ -22,6 +22,7 @@
 
 mod dispatch;
 pub mod handler;
+pub mod process;
 pub mod queue;
 pub mod watermark;
 

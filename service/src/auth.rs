@@ -37,22 +37,22 @@ use crate::problem::Problem;
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthSettings {
     /// JWKS URL of the identity provider, for RS256 and ES256 tokens.
-    #[arg(long = "jwt-jwks-url", env = "ORDO_JWT_JWKS_URL")]
+    #[arg(long = "jwt-jwks-url")]
     pub jwks_url: Option<String>,
     /// Required `iss` of every token (required with a JWKS URL).
-    #[arg(long = "jwt-issuer", env = "ORDO_JWT_ISSUER")]
+    #[arg(long = "jwt-issuer")]
     pub issuer: Option<String>,
     /// Accepted `aud` values, comma-separated; a token must name one (required with a JWKS URL).
-    #[arg(long = "jwt-audience", env = "ORDO_JWT_AUDIENCE", value_delimiter = ',')]
+    #[arg(long = "jwt-audience", value_delimiter = ',')]
     pub audience: Vec<String>,
     /// Claim holding the role: a dotted path, e.g. `realm_access.roles`.
-    #[arg(long = "jwt-role-claim", env = "ORDO_JWT_ROLE_CLAIM", default_value = "role")]
+    #[arg(long = "jwt-role-claim", default_value = "role")]
     pub role_claim: String,
     /// Seconds a fetched key set is used before it is fetched again.
-    #[arg(long = "jwt-jwks-cache-secs", env = "ORDO_JWT_JWKS_CACHE_SECS", default_value_t = 300)]
+    #[arg(long = "jwt-jwks-cache-secs", default_value_t = 300)]
     pub jwks_cache_secs: u64,
     /// Shortest interval between two fetches of the key set (an unknown `kid` waits for it).
-    #[arg(long = "jwt-jwks-min-refresh-secs", env = "ORDO_JWT_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    #[arg(long = "jwt-jwks-min-refresh-secs", default_value_t = 10)]
     pub jwks_min_refresh_secs: u64,
 }
 

@@ -10,6 +10,7 @@ mod auth_jwks_tests;
 #[cfg(test)]
 mod auth_tests;
 pub mod code;
+pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod ops;

@@ -10,4 +10,5 @@ mod make_run;
 mod ops;
 mod projector_crash;
 mod relay_failover;
+mod roles;
 mod tracing;

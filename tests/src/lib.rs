@@ -106,6 +106,29 @@ pub async fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
+/// The role [`Stack::start_as_app_role`] runs the processes as.
+pub const APP_ROLE: &str = "ordo_app_test";
+
+/// Creates [`APP_ROLE`] (once per server) and gives it, on `db`, exactly the rights
+/// docs/runbook.md gives the services' role: data, not schema.
+async fn grant_app_role(db: &TestDb) {
+    let create = format!(
+        "DO $$ BEGIN CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    );
+    let name = db.url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default().to_owned();
+    for sql in [
+        create,
+        format!("GRANT CONNECT ON DATABASE {name} TO {APP_ROLE}"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT USAGE ON SCHEMA public TO {APP_ROLE}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}"),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}"),
+    ] {
+        sqlx::query(&sql).execute(&db.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
 /// One deployment: database, broker and the five processes, each on its own loopback ports.
 pub struct Stack {
     pub db: TestDb,
@@ -130,7 +153,31 @@ impl Stack {
 
     /// [`Stack::start`] with extra environment variables for every process (over the stack's).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::start_inner(env, false).await
+    }
+
+    /// [`Stack::start`] with every process connected as [`APP_ROLE`], a role with the data rights
+    /// of docs/runbook.md ("Database roles") and no right to change the schema: `ordo migrate`
+    /// runs as the database's owner first, as in a deployment.
+    pub async fn start_as_app_role() -> Self {
+        Self::start_inner(&[], true).await
+    }
+
+    async fn start_inner(env: &[(&str, &str)], app_role: bool) -> Self {
         let db = TestDb::new().await;
+        // Migrations are an explicit step, as in a deployment: the services only check them.
+        let migrated = Command::new(bin_dir().join("ordo"))
+            .arg("migrate")
+            .env("ORDO_DATABASE_URL", &db.url)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("run ordo migrate from {:?}: {e}", bin_dir()));
+        assert!(migrated.status.success(), "ordo migrate: {}", String::from_utf8_lossy(&migrated.stderr));
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        if app_role {
+            grant_app_role(&db).await;
+            env.push(("ORDO_DATABASE_URL".into(), db.url.replacen("postgres@", &format!("{APP_ROLE}@"), 1)));
+        }
         let broker = Broker::start().await;
         let mut ops = HashMap::new();
         for s in [Service::Relay, Service::Saga, Service::Projectors] {
@@ -148,7 +195,7 @@ impl Stack {
             instance: 0,
             keys: JwtKeys::from_secret(SECRET.as_bytes()),
             log_dir,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         };
         for s in Service::ALL {
@@ -190,8 +237,8 @@ impl Stack {
         self.instance += 1;
         let log = std::fs::File::create(self.log_dir.join(format!("{}-{}.log", s.binary(), self.instance))).unwrap();
         let mut cmd = Command::new(bin_dir().join(s.binary()));
-        cmd.env("DATABASE_URL", &self.db.url)
-            .env("KAFKA_BROKERS", self.broker.bootstrap())
+        cmd.env("ORDO_DATABASE_URL", &self.db.url)
+            .env("ORDO_KAFKA_BROKERS", self.broker.bootstrap())
             .env("ORDO_JWT_SECRET", SECRET)
             .env("ORDO_COMMAND_ADDR", &self.command_url)
             .env("ORDO_QUERY_ADDR", &self.query_url)
@@ -287,7 +334,7 @@ impl Stack {
     pub async fn ordo(&self, args: &[&str], timeout: Duration) -> std::process::Output {
         let run = Command::new(bin_dir().join("ordo"))
             .args(args)
-            .env("DATABASE_URL", &self.db.url)
+            .env("ORDO_DATABASE_URL", &self.db.url)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .output();

@@ -36,7 +36,7 @@ fn export_to(db: &TestDb, file: &Path, args: &[&str]) -> (Duration, u64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
         .arg("export")
         .args(args)
-        .env("DATABASE_URL", &db.url)
+        .env("ORDO_DATABASE_URL", &db.url)
         .stdout(Stdio::from(out))
         .stderr(Stdio::piped())
         .spawn()

@@ -17,7 +17,7 @@ use uuid::Uuid;
 pub fn ordo(db: &TestDb, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args(args)
-        .env("DATABASE_URL", &db.url)
+        .env("ORDO_DATABASE_URL", &db.url)
         .env("ORDO_JWT_SECRET", "test-secret")
         .output()
         .unwrap()

@@ -292,7 +292,7 @@ async fn a_replay_while_orders_keep_coming_and_the_live_projector_follows_report
             tokio::task::spawn_blocking(move || {
                 std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
                     .args(args)
-                    .env("DATABASE_URL", url)
+                    .env("ORDO_DATABASE_URL", url)
                     .output()
                     .unwrap()
             })

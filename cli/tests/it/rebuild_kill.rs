@@ -41,7 +41,7 @@ async fn a_rebuild_killed_during_its_pass_leaves_the_live_tables_untouched_and_a
     sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE").execute(&mut *log_lock).await.unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args(["rebuild"])
-        .env("DATABASE_URL", &db.url)
+        .env("ORDO_DATABASE_URL", &db.url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -23,7 +23,8 @@ async fn fifty_concurrent_stock_adjustments_keep_on_hand_exact_and_never_negativ
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Config {
-        database_url: app.db.url.clone(),
+        database_url: Secret::new(app.db.url.clone()),
+        migrate: true,
         addr,
         jwt_secret: Some(Secret::new(String::from_utf8(SECRET.to_vec()).unwrap())),
         auth: ordo_service::AuthSettings::default(),
@@ -34,7 +35,7 @@ async fn fifty_concurrent_stock_adjustments_keep_on_hand_exact_and_never_negativ
         query_public_url: ordo_command_api::http::DEFAULT_QUERY_URL.to_owned(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(ordo_command_api::run(listener, config, async move {
+    let server = tokio::spawn(ordo_command_api::serve(listener, config, async move {
         let _ = stopped.await;
     }));
 

@@ -118,7 +118,12 @@ async fn the_running_binary_logs_one_access_line_per_request_at_info_and_its_met
     let secret = std::str::from_utf8(SECRET).unwrap();
     let process = RunningProcess::start(
         env!("CARGO_BIN_EXE_command-api"),
-        &[("DATABASE_URL", &db.url), ("ORDO_JWT_SECRET", secret), ("ORDO_COMMAND_ADDR", "127.0.0.1:0")],
+        &[
+            ("ORDO_DATABASE_URL", &db.url),
+            ("ORDO_MIGRATE", "true"),
+            ("ORDO_JWT_SECRET", secret),
+            ("ORDO_COMMAND_ADDR", "127.0.0.1:0"),
+        ],
     );
     let http = reqwest::Client::new();
     let merchant = Uuid::new_v4();

@@ -25,7 +25,8 @@ async fn serve(db: &TestDb, auth: ordo_service::AuthSettings, secret: Option<&st
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Config {
-        database_url: db.url.clone(),
+        database_url: Secret::new(db.url.clone()),
+        migrate: true,
         addr,
         jwt_secret: secret.map(Secret::new),
         auth,
@@ -36,7 +37,7 @@ async fn serve(db: &TestDb, auth: ordo_service::AuthSettings, secret: Option<&st
         query_public_url: ordo_command_api::http::DEFAULT_QUERY_URL.to_owned(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(ordo_command_api::run(listener, config, async move {
+    let server = tokio::spawn(ordo_command_api::serve(listener, config, async move {
         let _ = stopped.await;
     }));
     Served { base: format!("http://{addr}"), stop, server }

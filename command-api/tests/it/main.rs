@@ -11,5 +11,6 @@ mod idempotency;
 mod idp;
 mod orders;
 mod parties;
+mod process;
 mod products;
 mod security;

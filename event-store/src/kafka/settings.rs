@@ -4,6 +4,7 @@
 //! - Every variable `ORDO_KAFKA_<NAME>` becomes the librdkafka property `<name>` lowercased with
 //!   `_` read as `.`: `ORDO_KAFKA_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`. No
 //!   string property of librdkafka has an underscore in its name. Blank values are ignored.
+//!   `ORDO_KAFKA_BROKERS` is Ordo's own setting (the bootstrap servers), not a property.
 //! - Properties on which Ordo's guarantees rest, or that have an Ordo setting of their own, are
 //!   [`RESERVED`]: naming one is refused at start, as is a property librdkafka does not know.
 //! - Values of secret properties (passwords, private keys, OAuth client secrets) never appear in
@@ -16,10 +17,14 @@ use rdkafka::config::ClientConfig;
 /// Prefix of the environment variables passed to librdkafka as client properties.
 pub const PROPERTY_PREFIX: &str = "ORDO_KAFKA_";
 
+/// `ORDO_KAFKA_<NAME>` variables that are Ordo's own settings, not librdkafka properties:
+/// `ORDO_KAFKA_BROKERS` (the bootstrap servers of every process, see `ordo_service::config`).
+pub const OWN_SETTINGS: &[&str] = &["BROKERS"];
+
 /// Properties the environment may not set, with the reason given when it tries.
 pub const RESERVED: &[(&str, &str)] = &[
-    ("bootstrap.servers", "set KAFKA_BROKERS instead"),
-    ("metadata.broker.list", "set KAFKA_BROKERS instead"),
+    ("bootstrap.servers", "set ORDO_KAFKA_BROKERS instead"),
+    ("metadata.broker.list", "set ORDO_KAFKA_BROKERS instead"),
     ("enable.idempotence", "the relay's producer must stay idempotent"),
     ("acks", "the relay needs acks=all"),
     ("request.required.acks", "the relay needs acks=all"),
@@ -88,7 +93,7 @@ impl ClientProperties {
         let mut properties = Vec::new();
         for (var, value) in vars {
             let Some(suffix) = var.strip_prefix(PROPERTY_PREFIX) else { continue };
-            if value.trim().is_empty() {
+            if OWN_SETTINGS.contains(&suffix) || value.trim().is_empty() {
                 continue;
             }
             if suffix.is_empty() {
@@ -252,6 +257,7 @@ mod tests {
             ("ORDO_KAFKA_CLIENT_ID", " ordo-test "),
             ("ORDO_KAFKA_SOCKET_KEEPALIVE_ENABLE", "  "),
             ("KAFKA_BROKERS", "b:9092"),
+            ("ORDO_KAFKA_BROKERS", "b:9092"),
             ("ORDO_RELAY_NAME", "x"),
         ]))
         .unwrap();
@@ -259,7 +265,7 @@ mod tests {
         assert_eq!(p.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(p.get("client.id"), Some("ordo-test"));
         assert_eq!(p.get("socket.keepalive.enable"), None, "a blank value is ignored");
-        assert_eq!(p.described().len(), 3);
+        assert_eq!(p.described().len(), 3, "ORDO_KAFKA_BROKERS is Ordo's setting, not a property");
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! `ordo_relay_incarnation`, `ordo_relay_republishes_total`, `ordo_relay_dead_letters_total`,
 //! `ordo_log_writer_lock_held_seconds`.
 
+pub mod process;
 mod publish;
 
 use std::collections::HashMap;

@@ -15,8 +15,8 @@ const SECRET: &str = "hunter2-never-logged";
 
 fn relay(db: &TestDb, broker: &Broker, ops: &str, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_event-relay"));
-    cmd.env("DATABASE_URL", &db.url)
-        .env("KAFKA_BROKERS", broker.bootstrap())
+    cmd.env("ORDO_DATABASE_URL", &db.url)
+        .env("ORDO_KAFKA_BROKERS", broker.bootstrap())
         .env("ORDO_RELAY_OPS_ADDR", ops)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
@@ -46,9 +46,9 @@ async fn an_unknown_or_reserved_property_stops_the_relay_at_start_naming_the_var
         let started = Instant::now();
         let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect(var).unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "{var}: exited with {}", out.status);
+        assert_eq!(out.status.code(), Some(2), "{var}: a configuration error exits 2: {text}");
         assert!(started.elapsed() < Duration::from_secs(20), "{var}: refused at start, not after retrying");
-        assert!(text.contains("invalid kafka settings") && text.contains(var) && text.contains(says), "{var}: {text}");
+        assert!(text.contains("invalid configuration") && text.contains(var) && text.contains(says), "{var}: {text}");
         assert!(!text.contains(SECRET), "{var}: the password leaked: {text}");
     }
 }

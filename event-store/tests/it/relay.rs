@@ -388,8 +388,8 @@ impl RelayProcess {
     fn spawn(db_url: &str, broker: &Broker) -> Self {
         let ops = format!("127.0.0.1:{}", ordo_event_store::testing::free_port());
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-relay"))
-            .env("DATABASE_URL", db_url)
-            .env("KAFKA_BROKERS", broker.bootstrap())
+            .env("ORDO_DATABASE_URL", db_url)
+            .env("ORDO_KAFKA_BROKERS", broker.bootstrap())
             .env("ORDO_RELAY_OPS_ADDR", &ops)
             .env("ORDO_RELAY_POLL_INTERVAL_MS", "20")
             .env_remove("ORDO_RELAY_LEADER_TIMEOUT_MS")

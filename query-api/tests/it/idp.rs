@@ -3,7 +3,7 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ordo_event_store::testing::TestDb;
-use ordo_query_api::{run, Config};
+use ordo_query_api::{serve, Config};
 use ordo_service::auth::testing::{TestIssuer, TestKey};
 use ordo_service::shutdown::Shutdown;
 use serde_json::json;
@@ -22,7 +22,7 @@ async fn tokens_from_the_providers_key_set_are_accepted_and_forged_ones_get_401(
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = Shutdown::new();
     let s = stop.clone();
-    let server = tokio::spawn(async move { run(listener, config, async move { s.wait().await }).await });
+    let server = tokio::spawn(async move { serve(listener, config, async move { s.wait().await }).await });
     let http = reqwest::Client::new();
     let missing_order = format!("{base}/v1/orders/{}", Uuid::new_v4());
     let get = |token: String| http.get(&missing_order).bearer_auth(token).send();

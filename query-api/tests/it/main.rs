@@ -21,7 +21,7 @@ use std::time::Duration;
 use ordo_event_store::testing::TestDb;
 use ordo_projectors::{follow::follow_log, Projector, Target};
 use ordo_query_api::cache::QueryCache;
-use ordo_query_api::{run_with_cache, Config};
+use ordo_query_api::{serve_with_cache, Config};
 use ordo_schemas::Role;
 use ordo_service::shutdown::Shutdown;
 use ordo_service::JwtKeys;
@@ -64,7 +64,7 @@ impl App {
         let s = stop.clone();
         let c = cache.clone();
         let server = tokio::spawn(async move {
-            run_with_cache(listener, config, c, async move { s.wait().await }).await.unwrap();
+            serve_with_cache(listener, config, c, async move { s.wait().await }).await.unwrap();
         });
         let projector = Projector::new(db.pool.clone(), Target::all_live());
         let s = stop.clone();

@@ -12,7 +12,7 @@ use crate::App;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_log_verification_slower_than_the_request_timeout_streams_progress_then_its_report() {
     let app = App::spawn_with(|c| {
-        c.request_timeout_ms = 1_000;
+        c.limits.timeout = std::time::Duration::from_millis(1_000);
         c.consistency_wait_ms = 500;
     })
     .await;
