@@ -55,10 +55,6 @@ const DEFAULTS: &[(&str, &str)] = &[("addr", "127.0.0.1:8080"), ("max_connection
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "The HTTP write side of Ordo", version)]
 pub struct Args {
-    #[command(flatten)]
-    pub http: HttpArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
     /// Retries of a command that lost a race with a concurrent writer (no `If-Match`).
     #[arg(long, default_value_t = 10)]
     pub command_max_retries: u32,
@@ -70,6 +66,10 @@ pub struct Args {
     /// there (e.g. `http://127.0.0.1:8081/v1/orders/<id>`).
     #[arg(long, default_value = crate::http::DEFAULT_QUERY_URL)]
     pub query_public_url: String,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     #[command(flatten)]
     pub auth: AuthSettings,
 }

@@ -29,12 +29,6 @@ const DEFAULTS: &[(&str, &str)] = &[("ops_addr", "127.0.0.1:9103"), ("max_connec
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Kafka consumer-group workers that build Ordo read models", version)]
 pub struct Args {
-    #[command(flatten)]
-    pub ops: OpsArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
     /// Consumer group id.
     #[arg(long, default_value = crate::GROUP_ID)]
     pub group_id: String,
@@ -44,6 +38,12 @@ pub struct Args {
     /// Create the `ordo.*` topics at start (partitions per topic; 0 to skip).
     #[arg(long, default_value_t = 0)]
     pub create_topics: i32,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 impl Args {

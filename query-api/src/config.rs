@@ -27,12 +27,6 @@ const DEFAULTS: &[(&str, &str)] = &[("addr", "127.0.0.1:8081"), ("max_connection
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "The HTTP read side of Ordo", version)]
 pub struct Args {
-    #[command(flatten)]
-    pub http: HttpArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub auth: ordo_service::AuthSettings,
     /// Longest wait for a consistency token, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub consistency_wait_ms: u64,
@@ -55,6 +49,12 @@ pub struct Args {
     /// relay as `ORDO_RELAY_NAME`.
     #[arg(long, default_value = "relay")]
     pub relay_name: String,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub auth: ordo_service::AuthSettings,
 }
 
 impl Args {

@@ -31,12 +31,6 @@ const DEFAULTS: &[(&str, &str)] = &[("ops_addr", "127.0.0.1:9102"), ("max_connec
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "The Ordo order saga: drives orders to confirmed or rejected and compensates cancellations", version)]
 pub struct Args {
-    #[command(flatten)]
-    pub ops: OpsArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
     /// Consumer group; saga replicas share it.
     #[arg(long, default_value = "ordo-order-saga")]
     pub group_id: String,
@@ -46,6 +40,12 @@ pub struct Args {
     /// Events handled at once, of different orders (1: one at a time).
     #[arg(long, default_value_t = crate::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 impl Args {

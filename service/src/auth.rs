@@ -32,9 +32,11 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 
-/// How bearer tokens are verified, from flags and environment variables. The HS256 secret is
-/// not here: it comes from `ORDO_JWT_SECRET` only.
+/// How bearer tokens are verified, from flags and their variables (`ORDO_JWT_*` for every
+/// process, see `crate::config`). The HS256 secret is not here: it comes from the environment
+/// only (`ORDO_JWT_SECRET`).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Tokens")]
 pub struct AuthSettings {
     /// JWKS URL of the identity provider, for RS256 and ES256 tokens.
     #[arg(long = "jwt-jwks-url")]

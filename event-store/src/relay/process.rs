@@ -31,12 +31,6 @@ const DEFAULTS: &[(&str, &str)] = &[("ops_addr", "127.0.0.1:9101"), ("max_connec
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "Publishes the Ordo event log to Kafka; run two for failover", version)]
 pub struct Args {
-    #[command(flatten)]
-    pub ops: OpsArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
     /// Checkpoint and leader-lock name; replicas with the same name elect one leader.
     #[arg(long, default_value = "relay")]
     pub name: String,
@@ -56,6 +50,12 @@ pub struct Args {
     /// least 1000).
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub leader_timeout_ms: u64,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 impl Args {
