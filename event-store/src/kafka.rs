@@ -380,9 +380,14 @@ fn poll_loop(
     let mut held: Option<OwnedMessage> = None;
     let mut last_error_log: Option<Instant> = None;
     let mut replaced_in_outage = false;
+    let mut past_end_checked = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         drain_commits(commits, &mut pending, Duration::ZERO);
         flush_commits(&consumer, &mut pending, CommitMode::Async);
+        if past_end_checked.elapsed() >= PAST_END_CHECK {
+            rewind_past_end(&consumer);
+            past_end_checked = Instant::now();
+        }
         if held.is_none() {
             match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
@@ -430,6 +435,74 @@ fn poll_loop(
     drain_commits(commits, &mut pending, Duration::ZERO);
     flush_commits(&consumer, &mut pending, CommitMode::Sync);
     consumer.unsubscribe();
+}
+
+/// How often a consumer compares its assigned partitions' positions with their ends.
+const PAST_END_CHECK: Duration = Duration::from_secs(2);
+
+/// Rewinds every assigned partition whose next offset (the fetch position, or the committed
+/// offset before anything was fetched) lies past the partition's end. That happens after a
+/// broker lost messages: it came back empty and the topic was filled again from the start,
+/// while the consumer's position, or a stale commit that reached the new broker, still counts
+/// in the old log. A broker that answers such a fetch with OFFSET_OUT_OF_RANGE gets it reset by
+/// librdkafka (`auto.offset.reset=earliest`); one that answers with nothing would leave the
+/// consumer waiting for offsets that already exist, so the consumer checks for itself. What is
+/// read again is skipped by the handlers (per stream version, per stored offset).
+fn rewind_past_end(consumer: &BaseConsumer) {
+    let Ok(assigned) = consumer.assignment() else { return };
+    if assigned.count() == 0 {
+        return;
+    }
+    let offset_in = |tpl: &TopicPartitionList, topic: &str, partition: i32| match tpl
+        .find_partition(topic, partition)
+        .map(|p| p.offset())
+    {
+        Some(Offset::Offset(n)) => Some(n),
+        _ => None,
+    };
+    let positions = consumer.position().ok();
+    let mut committed: Option<TopicPartitionList> = None;
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    for part in assigned.elements() {
+        let (topic, partition) = (part.topic(), part.partition());
+        let mut at = positions.as_ref().and_then(|p| offset_in(p, topic, partition));
+        if at.is_none() {
+            if committed.is_none() {
+                committed = consumer.committed_offsets(assigned.clone(), Duration::from_secs(1)).ok();
+            }
+            at = committed.as_ref().and_then(|c| offset_in(c, topic, partition));
+        }
+        if let Some(n) = at.filter(|n| *n > 0) {
+            next.insert((topic.to_owned(), partition), n);
+        }
+    }
+    if next.is_empty() {
+        return;
+    }
+    // The ends of every partition in one request per broker: a lookup by the timestamp -1
+    // (`Offset::End`) answers each partition's latest offset.
+    let mut query = TopicPartitionList::new();
+    for (topic, partition) in next.keys() {
+        let _ = query.add_partition_offset(topic, *partition, Offset::End);
+    }
+    let Ok(ends) = consumer.offsets_for_times(query, Duration::from_secs(1)) else { return };
+    for ((topic, partition), next) in next {
+        let Some(end) = offset_in(&ends, &topic, partition) else { continue };
+        if next <= end {
+            continue;
+        }
+        match consumer.seek(&topic, partition, Offset::Beginning, Duration::from_secs(5)) {
+            Ok(()) => tracing::warn!(
+                topic,
+                partition,
+                next,
+                end,
+                "the consumer's position is past the end of the partition (the broker lost messages): \
+                 reading it again from the beginning"
+            ),
+            Err(e) => tracing::warn!(topic, partition, error = %e, "cannot rewind a partition read past its end"),
+        }
+    }
 }
 
 /// The highest broker incarnation seen per partition (the relay's `ordo-incarnation` header).

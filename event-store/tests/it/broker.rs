@@ -67,3 +67,50 @@ async fn a_message_produced_through_rdkafka_is_consumed_back_with_key_and_header
         assert_eq!(header.as_deref(), Some(&b"Smoke"[..]));
     }
 }
+
+/// A broker that lost messages (it came back empty, and the topic was filled again from the
+/// start) can hold a committed offset past the end of the partition: a stale commit that reached
+/// it after the loss. librdkafka resets such a position only when the broker answers
+/// OFFSET_OUT_OF_RANGE, which not every broker does; the consumer must notice by itself and read
+/// the partition from its beginning, or it waits forever for messages that already exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_past_the_end_of_a_partition_is_read_again_from_its_beginning() {
+    use ordo_event_store::kafka::{ConsumerSettings, EventConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let broker = Broker::start().await;
+    broker.create_topics(&["ordo.lost"], 1).await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    for i in 0..3 {
+        let payload = format!("{{\"n\":{i}}}");
+        producer
+            .send(FutureRecord::to("ordo.lost").key("k").payload(&payload), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let bootstrap = broker.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let stale: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "lost").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("ordo.lost", 0, Offset::Offset(40)).unwrap();
+        stale.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("commit a stale offset");
+    })
+    .await
+    .unwrap();
+
+    let settings = ConsumerSettings::new(broker.bootstrap(), "lost", &["ordo.lost"]);
+    let mut consumer = EventConsumer::start(settings).unwrap();
+    let mut offsets = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while offsets.len() < 3 {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Some(m)) => offsets.push(m.offset()),
+            Ok(None) => panic!("the consumer stopped"),
+            Err(_) => panic!("only {offsets:?} of the 3 messages arrived: the consumer waits past the partition's end"),
+        }
+    }
+    assert_eq!(offsets, [0, 1, 2]);
+    consumer.shutdown().await;
+}
