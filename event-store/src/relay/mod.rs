@@ -316,7 +316,7 @@ impl Relay {
         tracing::warn!(relay = %name, incarnation, reason, "the broker lost what was published: republishing the log from the start");
         metrics::counter!("ordo_relay_republishes_total").increment(1);
         metrics::gauge!("ordo_relay_incarnation").set(incarnation as f64);
-        Ok(RelayState { cursor: LogCursor::START, incarnation, partitions: HashMap::new() })
+        Ok(RelayState { cursor: LogCursor::START, incarnation, partitions: HashMap::new(), burst: HashMap::new() })
     }
 
     /// Creates the topics (retrying until the broker answers) and the producer; answers which
@@ -418,6 +418,10 @@ struct RelayState {
     cursor: LogCursor,
     incarnation: i64,
     partitions: HashMap<(String, i32), Mark>,
+    /// The first offset delivered in each partition since the last moment nothing was in
+    /// flight. Pages in flight together may share the broker's record batches, so the batch
+    /// holding a page's messages can start as far back as this.
+    burst: HashMap<(String, i32), i64>,
 }
 
 /// How far the relay's messages reached in one partition.
@@ -425,9 +429,10 @@ struct RelayState {
 struct Mark {
     /// One past the highest offset delivered.
     next_offset: i64,
-    /// One past the first offset of the latest batch delivered here: the lowest high watermark
-    /// a broker still holding that batch reports (some report the start of their last record
-    /// batch rather than its end, so `next_offset` would be too strict).
+    /// One past the first offset of the latest burst delivered here (pages sent while others
+    /// were in flight, see `RelayState::burst`): the lowest high watermark a broker still
+    /// holding it reports (some report the start of their last record batch rather than its
+    /// end, so `next_offset` would be too strict).
     watermark_floor: i64,
 }
 
@@ -451,7 +456,9 @@ impl RelayState {
             .find(|d| self.partitions.get(&(d.topic.to_owned(), d.partition)).is_some_and(|m| d.offset < m.next_offset))
     }
 
-    fn record(&mut self, delivered: &[publish::Delivered], next: LogCursor) {
+    /// Records an acknowledged page; `settled_all` when nothing else is in flight, so the next
+    /// page starts a new burst.
+    fn record(&mut self, delivered: &[publish::Delivered], next: LogCursor, settled_all: bool) {
         let mut batch: HashMap<(&str, i32), (i64, i64)> = HashMap::new();
         for d in delivered {
             let (lo, hi) = batch.entry((d.topic, d.partition)).or_insert((d.offset, d.offset));
@@ -459,10 +466,15 @@ impl RelayState {
             *hi = (*hi).max(d.offset);
         }
         for ((topic, partition), (lo, hi)) in batch {
-            let mark = Mark { next_offset: hi + 1, watermark_floor: lo + 1 };
-            let slot = self.partitions.entry((topic.to_owned(), partition)).or_insert(mark);
+            let key = (topic.to_owned(), partition);
+            let first = *self.burst.entry(key.clone()).or_insert(lo);
+            let mark = Mark { next_offset: hi + 1, watermark_floor: first.min(lo) + 1 };
+            let slot = self.partitions.entry(key).or_insert(mark);
             slot.next_offset = slot.next_offset.max(mark.next_offset);
             slot.watermark_floor = slot.watermark_floor.max(mark.watermark_floor);
+        }
+        if settled_all {
+            self.burst.clear();
         }
         self.cursor = next;
     }
@@ -491,7 +503,12 @@ async fn load_state(conn: &mut PgConnection, name: &str) -> Result<RelayState, s
         let mark = Mark { next_offset: r.try_get("next_offset")?, watermark_floor: r.try_get("watermark_floor")? };
         partitions.insert((r.try_get("topic")?, r.try_get("partition")?), mark);
     }
-    Ok(RelayState { cursor: position.map_or(LogCursor::START, LogCursor::at), incarnation, partitions })
+    Ok(RelayState {
+        cursor: position.map_or(LogCursor::START, LogCursor::at),
+        incarnation,
+        partitions,
+        burst: HashMap::new(),
+    })
 }
 
 /// Writes the checkpoint (never backwards), the partitions' next offsets and the dead letters

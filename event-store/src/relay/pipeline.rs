@@ -269,7 +269,7 @@ impl Relay {
                             (read_from, caught_up) = (state.cursor, false);
                             continue;
                         }
-                        state.record(&published.delivered, next);
+                        state.record(&published.delivered, next, pipeline.is_empty());
                         unsaved.add(events, published.dead_letters, &cfg.name);
                     }
                     Err(failed) => {
@@ -345,7 +345,7 @@ impl Relay {
         while let Some(Settled { next, events, outcome }) = self.fenced(lock, pipeline.next_settled()).await? {
             match outcome {
                 Ok(published) if state.lost_by(&published.delivered).is_none() => {
-                    state.record(&published.delivered, next);
+                    state.record(&published.delivered, next, pipeline.is_empty());
                     unsaved.add(events, published.dead_letters, &self.config.name);
                 }
                 _ => {
@@ -379,6 +379,7 @@ impl Relay {
             "publish failed, publishing again from the checkpoint");
         producing.renew(cfg)?;
         self.fenced(lock, pipeline.drain()).await?;
+        state.burst.clear();
         self.save(lock, state, unsaved).await?;
         self.record_lag(state.cursor).await;
         tokio::select! {

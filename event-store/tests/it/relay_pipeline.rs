@@ -12,7 +12,8 @@ use ordo_event_store::{EventStore, ExpectedVersion};
 use uuid::Uuid;
 
 use crate::relay::{
-    append_concurrently, assert_matches_log, assert_stream_order, config, consume_until, spawn_relay, wait_until,
+    append_concurrently, assert_matches_log, assert_stream_order, config, consume_until, incarnation, spawn_relay,
+    wait_until,
 };
 use crate::{event, product};
 
@@ -92,5 +93,29 @@ async fn a_failure_with_pages_in_flight_publishes_everything_after_the_checkpoin
     let received = consume_until(&broker.bootstrap(), &ids, Duration::from_secs(60)).await;
     assert_stream_order(&received);
     assert_matches_log(&db.store(), &received).await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_sent_together_into_one_partition_are_not_taken_for_a_broker_that_lost_data() {
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let cfg = RelayConfig {
+        broker_check_interval: Duration::from_millis(100),
+        ..pipelined(&broker, Duration::from_secs(10))
+    };
+    let relay = spawn_relay(db.store(), cfg);
+    // One stream, so every page lands in the same partition, where the producer batches
+    // messages of several pages together.
+    let mut ids = HashSet::new();
+    for _ in 0..5 {
+        ids.extend(append_at_once(&db.store(), 200).await);
+    }
+    wait_until("the log is published", Duration::from_secs(60), || relay.status.published() >= 1_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // broker checks while idle
+    assert_eq!(incarnation(&db.pool).await, 1, "a healthy broker is never taken for one that lost data");
+    assert_eq!(relay.status.published(), 1_000, "nothing was published twice");
+    let received = consume_until(&broker.bootstrap(), &ids, Duration::from_secs(60)).await;
+    assert_stream_order(&received);
     relay.stop().await;
 }
