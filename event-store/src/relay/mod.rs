@@ -344,34 +344,34 @@ impl Relay {
             }
         }
     }
+}
 
-    /// Updates the lag and horizon gauges; failures only leave them stale.
-    async fn record_lag(&self, cursor: LogCursor) {
-        let lag = sqlx::query(
-            "SELECT count(*) AS n, \
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS age \
-             FROM events WHERE position > $1",
-        )
-        .bind(cursor.position)
-        .fetch_one(self.store.pool())
-        .await;
-        match lag {
-            Ok(row) => {
-                let n: i64 = row.try_get("n").unwrap_or_default();
-                let age: f64 = row.try_get("age").unwrap_or_default();
-                metrics::gauge!("ordo_relay_lag_events").set(n as f64);
-                metrics::gauge!("ordo_relay_lag_seconds").set(age.max(0.0));
-            }
-            Err(e) => tracing::debug!(error = %e, "relay lag query failed"),
+/// Updates the lag and horizon gauges; failures only leave them stale.
+async fn record_lag(store: &EventStore, cursor: LogCursor) {
+    let lag = sqlx::query(
+        "SELECT count(*) AS n, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS age \
+         FROM events WHERE position > $1",
+    )
+    .bind(cursor.position)
+    .fetch_one(store.pool())
+    .await;
+    match lag {
+        Ok(row) => {
+            let n: i64 = row.try_get("n").unwrap_or_default();
+            let age: f64 = row.try_get("age").unwrap_or_default();
+            metrics::gauge!("ordo_relay_lag_events").set(n as f64);
+            metrics::gauge!("ordo_relay_lag_seconds").set(age.max(0.0));
         }
-        if let Ok(holder) = self.store.writer_lock_holder().await {
-            let held = holder.as_ref().map_or(0.0, |h| h.held_seconds);
-            metrics::gauge!("ordo_log_writer_lock_held_seconds").set(held);
-            if held > 5.0 {
-                if let Some(h) = holder {
-                    tracing::warn!(pid = h.pid, application = %h.application_name, state = %h.state,
-                        held_seconds = h.held_seconds, "a session holds the event log's writer lock, every append waits");
-                }
+        Err(e) => tracing::debug!(error = %e, "relay lag query failed"),
+    }
+    if let Ok(holder) = store.writer_lock_holder().await {
+        let held = holder.as_ref().map_or(0.0, |h| h.held_seconds);
+        metrics::gauge!("ordo_log_writer_lock_held_seconds").set(held);
+        if held > 5.0 {
+            if let Some(h) = holder {
+                tracing::warn!(pid = h.pid, application = %h.application_name, state = %h.state,
+                    held_seconds = h.held_seconds, "a session holds the event log's writer lock, every append waits");
             }
         }
     }

@@ -22,7 +22,9 @@ use sqlx::PgConnection;
 use tokio::task::JoinHandle;
 
 use super::publish::{self, DeadLetter, PublishError, Published};
-use super::{broker_lost_data, load_state, save_progress, Backoff, Producing, Relay, RelayError, RelayState};
+use super::{
+    broker_lost_data, load_state, record_lag, save_progress, Backoff, Producing, Relay, RelayError, RelayState,
+};
 use crate::kafka;
 use crate::signing::SigningKey;
 use crate::types::LogCursor;
@@ -126,11 +128,15 @@ impl Relay {
         // The last read reached the end of the log; read again once something new may be there.
         let mut caught_up = false;
         let mut spoken = Instant::now();
+        let mut lag: Option<JoinHandle<()>> = None;
         tracing::info!(relay = %cfg.name, position = state.cursor.position, incarnation = state.incarnation, "relay resuming");
         metrics::gauge!("ordo_relay_incarnation").set(state.incarnation as f64);
         loop {
-            if Instant::now() >= metrics_due {
-                self.record_lag(state.cursor).await;
+            // The lag query counts the backlog, which takes a while when it is long: it runs
+            // beside the stream, one at a time.
+            if Instant::now() >= metrics_due && lag.as_ref().is_none_or(JoinHandle::is_finished) {
+                let (store, cursor) = (self.store.clone(), state.cursor);
+                lag = Some(tokio::spawn(async move { record_lag(&store, cursor).await }));
                 metrics_due = Instant::now() + Duration::from_secs(1);
             }
             if shutdown.is_triggered() {
@@ -302,6 +308,7 @@ impl Relay {
             }
             if idle {
                 sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
+                spoken = Instant::now();
                 if listener.is_none() {
                     listener = self.listen().await;
                 }
@@ -315,7 +322,6 @@ impl Relay {
                     tracing::debug!(relay = %cfg.name, "log notifications lost, polling until they are back");
                     listener = None;
                 }
-                spoken = Instant::now();
                 caught_up = false;
             }
         }
@@ -381,7 +387,7 @@ impl Relay {
         self.fenced(lock, pipeline.drain()).await?;
         state.burst.clear();
         self.save(lock, state, unsaved).await?;
-        self.record_lag(state.cursor).await;
+        record_lag(&self.store, state.cursor).await;
         tokio::select! {
             () = self.fenced_sleep(lock, backoff.next()) => {}
             () = shutdown.wait() => return Ok(false),
