@@ -38,6 +38,9 @@ pub struct Args {
     /// Skip the relay measurement.
     #[arg(long)]
     skip_relay: bool,
+    /// Measure only the relay (no rebuilds, no verification); with `--keep-db` it reuses the log.
+    #[arg(long, conflicts_with = "skip_relay")]
+    relay_only: bool,
     /// Keep the database `ordo_bench_rebuild` afterwards, and reuse it when it already holds
     /// enough events (skips the append).
     #[arg(long)]
@@ -123,9 +126,31 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
     }
 
+    if !args.relay_only {
+        rebuild_and_verify(&pool, &mut figures).await?;
+    }
+
+    if !args.skip_relay {
+        let l = crate::procstat::load_average();
+        println!("load average before the relay: {:.2} {:.2} {:.2}", l[0], l[1], l[2]);
+        figures.relay = Some(relay(&store, &out, figures.events, Duration::from_secs(args.relay_timeout)).await?);
+    }
+    figures.load_average = crate::procstat::load_average();
+    std::fs::write(out.join("rebuild.json"), serde_json::to_vec_pretty(&figures)?)?;
+    std::fs::write(out.join("rebuild.md"), markdown(&figures))?;
+    println!("{}", markdown(&figures));
+    pool.close().await;
+    if !args.keep_db {
+        db.0.drop_db().await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds every projection in one pass, then verifies the whole log.
+async fn rebuild_and_verify(pool: &PgPool, figures: &mut RebuildFigures) -> anyhow::Result<()> {
     let progress = ordo_event_store::progress::Progress::new();
     let started = Instant::now();
-    let reports = ordo_projectors::rebuild::rebuild_with(&pool, &Projection::ALL, &progress).await?;
+    let reports = ordo_projectors::rebuild::rebuild_with(pool, &Projection::ALL, &progress).await?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     for report in &reports {
         let one = OneRebuild {
@@ -154,24 +179,12 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
     figures.rebuild_all = Some(all);
 
     let started = Instant::now();
-    let report = ordo_event_store::verify::verify(&pool, None, None).await?;
+    let report = ordo_event_store::verify::verify(pool, None, None).await?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     let run =
         VerifyRun { checked: report.checked, seconds, events_per_s: report.checked as f64 / seconds, ok: report.ok };
     println!("verify: {} events in {seconds:.1} s ({:.0}/s), ok {}", run.checked, run.events_per_s, run.ok);
     figures.verify = Some(run);
-
-    if !args.skip_relay {
-        figures.relay = Some(relay(&store, &out, figures.events, Duration::from_secs(args.relay_timeout)).await?);
-    }
-    figures.load_average = crate::procstat::load_average();
-    std::fs::write(out.join("rebuild.json"), serde_json::to_vec_pretty(&figures)?)?;
-    std::fs::write(out.join("rebuild.md"), markdown(&figures))?;
-    println!("{}", markdown(&figures));
-    pool.close().await;
-    if !args.keep_db {
-        db.0.drop_db().await?;
-    }
     Ok(())
 }
 

@@ -7,10 +7,15 @@
 //!   (`acks=all`, at most 5 in flight, so a partition keeps the order it was given). Each message
 //!   carries the broker incarnation (`ordo-incarnation`) and an HMAC signature of its value
 //!   (`ordo-signature`, see [`crate::signing`]); the projectors apply only signed messages.
-//! - Waits until every delivery of a batch is acknowledged, and only then advances the
-//!   checkpoint, together with the offset its messages reached in each partition. A failed batch
-//!   is published again after a backoff (consumers deduplicate by stream version), missing topics
-//!   are created and the producer is rebuilt; the relay never skips ahead.
+//! - Pipelines pages (module `pipeline`): it reads and sends the next page while
+//!   the broker acknowledges the previous ones, up to [`RelayConfig::pipeline_depth`] pages.
+//!   Pages settle in the order they were read; the position advances only past pages whose
+//!   every delivery was acknowledged, and the checkpoint follows, together with the offset the
+//!   messages reached in each partition, at most every [`RelayConfig::checkpoint_interval`]
+//!   (at once when idle, failing or stopping): a crash only makes the relay publish again what
+//!   followed the checkpoint. When a page fails, later pages are not recorded; after a backoff
+//!   missing topics are created, the producer is rebuilt and everything after the checkpoint
+//!   is published again (consumers deduplicate by stream version); the relay never skips ahead.
 //! - A broker that lost what was published (a partition shorter than the offset the relay
 //!   reached, a delivery below it, or a topic that had to be created again) starts a new
 //!   incarnation: the number goes up, the checkpoint goes back to the start of the log, and the
@@ -24,14 +29,16 @@
 //!   dedicated connection; standbys poll for it. That session has `idle_session_timeout` set to
 //!   the leader timeout and the leader speaks on it every quarter of that, even while it waits
 //!   for the broker, so a frozen or cut-off leader loses the lock and a standby takes over. The
-//!   leader checks the session before each batch and writes its checkpoint through it, so a
-//!   leader whose session ended cannot move the checkpoint (ADR 0023).
+//!   leader writes its checkpoint through that session, so a leader whose session ended cannot
+//!   move the checkpoint, and before it sends a page it checks the session unless the session
+//!   spoke within the checkpoint interval (ADR 0023).
 //!
 //! Metrics: `ordo_relay_events_published_total`, `ordo_relay_publish_errors_total`,
 //! `ordo_relay_lag_events`, `ordo_relay_lag_seconds`, `ordo_relay_is_leader`,
 //! `ordo_relay_incarnation`, `ordo_relay_republishes_total`, `ordo_relay_dead_letters_total`,
 //! `ordo_log_writer_lock_held_seconds`.
 
+mod pipeline;
 pub mod process;
 mod publish;
 
@@ -45,7 +52,6 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 
 use crate::error::StoreError;
 use crate::kafka;
-use crate::signing::SigningKey;
 use crate::types::LogCursor;
 use crate::EventStore;
 
@@ -58,8 +64,16 @@ pub struct RelayConfig {
     pub brokers: String,
     /// Partitions of topics the relay creates (default 3).
     pub partitions: i32,
-    /// Events read and published per batch (default 500).
+    /// Events read and published per page (default 500).
     pub batch_size: i64,
+    /// Pages handed to the producer and not yet acknowledged, at most (default 4): the relay
+    /// reads and sends the next page while the broker acknowledges the previous ones. 1 waits
+    /// for each page before reading the next.
+    pub pipeline_depth: usize,
+    /// How long acknowledged progress may wait before it is saved as the checkpoint (default
+    /// 100 ms). An idle, failing or stopping relay saves at once. A crash loses at most this
+    /// much progress, which is published again.
+    pub checkpoint_interval: Duration,
     /// The longest wait when the log has nothing new (default 1 s). Appends notify the relay
     /// (channel `ordo_log`, one notification per committed batch), so this is only the fallback
     /// when a notification is lost.
@@ -85,6 +99,8 @@ impl Default for RelayConfig {
             brokers: kafka::DEFAULT_BROKERS.into(),
             partitions: 3,
             batch_size: 500,
+            pipeline_depth: 4,
+            checkpoint_interval: Duration::from_millis(100),
             poll_interval: Duration::from_secs(1),
             standby_interval: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(10),
@@ -113,6 +129,7 @@ pub enum RelayError {
 pub struct RelayStatus {
     is_leader: AtomicBool,
     published: AtomicU64,
+    enqueued: AtomicU64,
 }
 
 impl RelayStatus {
@@ -121,9 +138,16 @@ impl RelayStatus {
         self.is_leader.load(Ordering::SeqCst)
     }
 
-    /// Events this relay has published and seen acknowledged (duplicates included).
+    /// Events this relay has published, seen acknowledged and checkpointed (duplicates
+    /// included).
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
+    }
+
+    /// Events this relay has handed to the producer, acknowledged or not (events published
+    /// again count again). Ahead of [`RelayStatus::published`] by the pages in flight.
+    pub fn enqueued(&self) -> u64 {
+        self.enqueued.load(Ordering::SeqCst)
     }
 }
 
@@ -233,132 +257,6 @@ impl Relay {
         }
     }
 
-    /// Publishes while holding the lock held by `lock`. Returns `Ok` on shutdown.
-    async fn lead(&self, mut lock: PgConnection, shutdown: &Shutdown) -> Result<(), RelayError> {
-        let cfg = &self.config;
-        let key = SigningKey::load(self.store.pool()).await?;
-        let Some((mut producing, created)) = self.prepare_kafka(&mut lock, shutdown).await? else { return Ok(()) };
-        let mut state = load_state(&mut lock, &cfg.name).await.map_err(RelayError::LockLost)?;
-        if let Some(reason) = state.recreated(&created) {
-            state = self.new_incarnation(&mut lock, &reason).await?;
-            producing.renew(cfg)?;
-        }
-        let mut listener = self.listen().await;
-        let mut metrics_due = Instant::now();
-        let mut broker_check_due = Instant::now();
-        let mut backoff = Backoff::new(cfg.max_backoff);
-        tracing::info!(relay = %cfg.name, position = state.cursor.position, incarnation = state.incarnation, "relay resuming");
-        metrics::gauge!("ordo_relay_incarnation").set(state.incarnation as f64);
-        loop {
-            if Instant::now() >= metrics_due {
-                self.record_lag(state.cursor).await;
-                metrics_due = Instant::now() + Duration::from_secs(1);
-            }
-            if shutdown.is_triggered() {
-                return Ok(());
-            }
-            if producing.renewal_is_due() {
-                producing.renew(cfg)?;
-            }
-            if Instant::now() >= broker_check_due {
-                broker_check_due = Instant::now() + cfg.broker_check_interval;
-                if let Some(reason) =
-                    self.fenced(&mut lock, broker_lost_data(cfg, &producing.producer, &state.partitions)).await?
-                {
-                    state = self.new_incarnation(&mut lock, &reason).await?;
-                    producing.renew(cfg)?;
-                }
-            }
-            let (page, next) = self.store.read_all(state.cursor, cfg.batch_size).await?;
-            if page.is_empty() {
-                sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
-                if listener.is_none() {
-                    listener = self.listen().await;
-                }
-                let woken = match listener.as_mut() {
-                    Some(l) => tokio::select! {
-                        n = l.recv() => n.map(drop),
-                        () = self.fenced_sleep(&mut lock, cfg.poll_interval) => Ok(()),
-                        () = producing.renewal_due() => Ok(()),
-                        () = shutdown.wait() => Ok(()),
-                    },
-                    None => {
-                        tokio::select! {
-                            () = self.fenced_sleep(&mut lock, cfg.poll_interval) => {}
-                            () = producing.renewal_due() => {}
-                            () = shutdown.wait() => {}
-                        }
-                        Ok(())
-                    }
-                };
-                if let Err(e) = woken {
-                    tracing::debug!(relay = %cfg.name, error = %e, "log notifications lost, polling until they are back");
-                    listener = None;
-                }
-                continue;
-            }
-            // Positions follow commit order (appends serialise on the writer lock), so each
-            // stream's versions are in order in a page, which is published as read.
-            // Fence: publish only while the lock connection is alive.
-            sqlx::query("SELECT 1").execute(&mut lock).await.map_err(RelayError::LockLost)?;
-            let stamp = publish::Stamp { incarnation: state.incarnation, key: &key };
-            let published = loop {
-                let attempt = async {
-                    tokio::select! {
-                        r = publish::publish(&producing.producer, &page, &stamp) => r,
-                        () = producing.renewal_due() => Err(publish::PublishError::BrokerGone),
-                    }
-                };
-                match self.fenced(&mut lock, attempt).await? {
-                    Ok(published) => {
-                        backoff.reset();
-                        break Some(published);
-                    }
-                    Err(e) => {
-                        metrics::counter!("ordo_relay_publish_errors_total").increment(1);
-                        tracing::warn!(relay = %cfg.name, error = %e, events = page.len(), "publish failed, retrying batch");
-                        self.record_lag(state.cursor).await;
-                        tokio::select! {
-                            () = self.fenced_sleep(&mut lock, backoff.next()) => {}
-                            () = shutdown.wait() => return Ok(()),
-                        }
-                        // The broker may have come back empty: re-create topics, rebuild the producer.
-                        let created =
-                            self.fenced(&mut lock, kafka::create_missing_topics(&cfg.brokers, cfg.partitions)).await?;
-                        producing.renew(cfg)?;
-                        let created = created.unwrap_or_else(|e| {
-                            tracing::warn!(relay = %cfg.name, error = %e, "cannot ensure topics");
-                            Vec::new()
-                        });
-                        if let Some(reason) = state.recreated(&created) {
-                            state = self.new_incarnation(&mut lock, &reason).await?;
-                            break None; // the new incarnation starts from the beginning of the log
-                        }
-                    }
-                }
-            };
-            let Some(published) = published else { continue };
-            if let Some(d) = state.lost_by(&published.delivered) {
-                // Offsets below what this relay already reached: the partition was re-created
-                // since, and what it held before is gone.
-                let reason = format!("{} partition {} restarted at offset {}", d.topic, d.partition, d.offset);
-                state = self.new_incarnation(&mut lock, &reason).await?;
-                producing.renew(cfg)?;
-                continue;
-            }
-            for d in &published.dead_letters {
-                tracing::error!(relay = %cfg.name, position = d.position, stream = %d.stream_id, version = d.version,
-                    error = %d.error, "stored event metadata does not decode: published with substitute metadata, dead-lettered");
-            }
-            metrics::counter!("ordo_relay_dead_letters_total").increment(published.dead_letters.len() as u64);
-            state.record(&published.delivered, next);
-            save_progress(&mut lock, &cfg.name, &state, &published).await.map_err(RelayError::LockLost)?;
-            let count = page.len() as u64;
-            metrics::counter!("ordo_relay_events_published_total").increment(count);
-            self.status.published.fetch_add(count, Ordering::SeqCst);
-        }
-    }
-
     /// Listens for the log's notifications (one per committed append batch, channel
     /// `ordo_log`); `None` when that fails, and the relay polls meanwhile.
     async fn listen(&self) -> Option<sqlx::postgres::PgListener> {
@@ -418,7 +316,7 @@ impl Relay {
         tracing::warn!(relay = %name, incarnation, reason, "the broker lost what was published: republishing the log from the start");
         metrics::counter!("ordo_relay_republishes_total").increment(1);
         metrics::gauge!("ordo_relay_incarnation").set(incarnation as f64);
-        Ok(RelayState { cursor: LogCursor::START, incarnation, partitions: HashMap::new() })
+        Ok(RelayState { cursor: LogCursor::START, incarnation, partitions: HashMap::new(), burst: HashMap::new() })
     }
 
     /// Creates the topics (retrying until the broker answers) and the producer; answers which
@@ -446,34 +344,34 @@ impl Relay {
             }
         }
     }
+}
 
-    /// Updates the lag and horizon gauges; failures only leave them stale.
-    async fn record_lag(&self, cursor: LogCursor) {
-        let lag = sqlx::query(
-            "SELECT count(*) AS n, \
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS age \
-             FROM events WHERE position > $1",
-        )
-        .bind(cursor.position)
-        .fetch_one(self.store.pool())
-        .await;
-        match lag {
-            Ok(row) => {
-                let n: i64 = row.try_get("n").unwrap_or_default();
-                let age: f64 = row.try_get("age").unwrap_or_default();
-                metrics::gauge!("ordo_relay_lag_events").set(n as f64);
-                metrics::gauge!("ordo_relay_lag_seconds").set(age.max(0.0));
-            }
-            Err(e) => tracing::debug!(error = %e, "relay lag query failed"),
+/// Updates the lag and horizon gauges; failures only leave them stale.
+async fn record_lag(store: &EventStore, cursor: LogCursor) {
+    let lag = sqlx::query(
+        "SELECT count(*) AS n, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(recorded_at))::float8, 0) AS age \
+         FROM events WHERE position > $1",
+    )
+    .bind(cursor.position)
+    .fetch_one(store.pool())
+    .await;
+    match lag {
+        Ok(row) => {
+            let n: i64 = row.try_get("n").unwrap_or_default();
+            let age: f64 = row.try_get("age").unwrap_or_default();
+            metrics::gauge!("ordo_relay_lag_events").set(n as f64);
+            metrics::gauge!("ordo_relay_lag_seconds").set(age.max(0.0));
         }
-        if let Ok(holder) = self.store.writer_lock_holder().await {
-            let held = holder.as_ref().map_or(0.0, |h| h.held_seconds);
-            metrics::gauge!("ordo_log_writer_lock_held_seconds").set(held);
-            if held > 5.0 {
-                if let Some(h) = holder {
-                    tracing::warn!(pid = h.pid, application = %h.application_name, state = %h.state,
-                        held_seconds = h.held_seconds, "a session holds the event log's writer lock, every append waits");
-                }
+        Err(e) => tracing::debug!(error = %e, "relay lag query failed"),
+    }
+    if let Ok(holder) = store.writer_lock_holder().await {
+        let held = holder.as_ref().map_or(0.0, |h| h.held_seconds);
+        metrics::gauge!("ordo_log_writer_lock_held_seconds").set(held);
+        if held > 5.0 {
+            if let Some(h) = holder {
+                tracing::warn!(pid = h.pid, application = %h.application_name, state = %h.state,
+                    held_seconds = h.held_seconds, "a session holds the event log's writer lock, every append waits");
             }
         }
     }
@@ -520,6 +418,10 @@ struct RelayState {
     cursor: LogCursor,
     incarnation: i64,
     partitions: HashMap<(String, i32), Mark>,
+    /// The first offset delivered in each partition since the last moment nothing was in
+    /// flight. Pages in flight together may share the broker's record batches, so the batch
+    /// holding a page's messages can start as far back as this.
+    burst: HashMap<(String, i32), i64>,
 }
 
 /// How far the relay's messages reached in one partition.
@@ -527,9 +429,10 @@ struct RelayState {
 struct Mark {
     /// One past the highest offset delivered.
     next_offset: i64,
-    /// One past the first offset of the latest batch delivered here: the lowest high watermark
-    /// a broker still holding that batch reports (some report the start of their last record
-    /// batch rather than its end, so `next_offset` would be too strict).
+    /// One past the first offset of the latest burst delivered here (pages sent while others
+    /// were in flight, see `RelayState::burst`): the lowest high watermark a broker still
+    /// holding it reports (some report the start of their last record batch rather than its
+    /// end, so `next_offset` would be too strict).
     watermark_floor: i64,
 }
 
@@ -553,7 +456,9 @@ impl RelayState {
             .find(|d| self.partitions.get(&(d.topic.to_owned(), d.partition)).is_some_and(|m| d.offset < m.next_offset))
     }
 
-    fn record(&mut self, delivered: &[publish::Delivered], next: LogCursor) {
+    /// Records an acknowledged page; `settled_all` when nothing else is in flight, so the next
+    /// page starts a new burst.
+    fn record(&mut self, delivered: &[publish::Delivered], next: LogCursor, settled_all: bool) {
         let mut batch: HashMap<(&str, i32), (i64, i64)> = HashMap::new();
         for d in delivered {
             let (lo, hi) = batch.entry((d.topic, d.partition)).or_insert((d.offset, d.offset));
@@ -561,10 +466,15 @@ impl RelayState {
             *hi = (*hi).max(d.offset);
         }
         for ((topic, partition), (lo, hi)) in batch {
-            let mark = Mark { next_offset: hi + 1, watermark_floor: lo + 1 };
-            let slot = self.partitions.entry((topic.to_owned(), partition)).or_insert(mark);
+            let key = (topic.to_owned(), partition);
+            let first = *self.burst.entry(key.clone()).or_insert(lo);
+            let mark = Mark { next_offset: hi + 1, watermark_floor: first.min(lo) + 1 };
+            let slot = self.partitions.entry(key).or_insert(mark);
             slot.next_offset = slot.next_offset.max(mark.next_offset);
             slot.watermark_floor = slot.watermark_floor.max(mark.watermark_floor);
+        }
+        if settled_all {
+            self.burst.clear();
         }
         self.cursor = next;
     }
@@ -593,22 +503,27 @@ async fn load_state(conn: &mut PgConnection, name: &str) -> Result<RelayState, s
         let mark = Mark { next_offset: r.try_get("next_offset")?, watermark_floor: r.try_get("watermark_floor")? };
         partitions.insert((r.try_get("topic")?, r.try_get("partition")?), mark);
     }
-    Ok(RelayState { cursor: position.map_or(LogCursor::START, LogCursor::at), incarnation, partitions })
+    Ok(RelayState {
+        cursor: position.map_or(LogCursor::START, LogCursor::at),
+        incarnation,
+        partitions,
+        burst: HashMap::new(),
+    })
 }
 
-/// Writes the checkpoint (never backwards), the partitions' next offsets and the batch's dead
-/// letters through the lock connection, in one statement.
+/// Writes the checkpoint (never backwards), the partitions' next offsets and the dead letters
+/// published since the last save through the lock connection, in one statement.
 async fn save_progress(
     conn: &mut PgConnection,
     name: &str,
     state: &RelayState,
-    published: &publish::Published,
+    dead_letters: &[publish::DeadLetter],
 ) -> Result<(), sqlx::Error> {
     let topics: Vec<&str> = state.partitions.keys().map(|(t, _)| t.as_str()).collect();
     let parts: Vec<i32> = state.partitions.keys().map(|(_, p)| *p).collect();
     let offsets: Vec<i64> = state.partitions.values().map(|m| m.next_offset).collect();
     let floors: Vec<i64> = state.partitions.values().map(|m| m.watermark_floor).collect();
-    let dl = &published.dead_letters;
+    let dl = dead_letters;
     sqlx::query(
         "WITH c AS (INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
                     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now() \

@@ -1,4 +1,4 @@
-//! Producing one batch and waiting for every acknowledgement.
+//! Producing one page of the log, and waiting for every acknowledgement of it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use ordo_schemas::EventEnvelope;
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Header;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::RelayConfig;
@@ -108,14 +108,21 @@ pub(crate) struct Stamp<'a> {
     pub key: &'a SigningKey,
 }
 
-/// Produces `events` in order, stamped with the incarnation and signed, and waits for all
-/// deliveries. Succeeds only if every message was acknowledged; otherwise returns the first
-/// error after every delivery settled.
-pub(crate) async fn publish(
+/// A page handed to the producer: its deliveries, still to be acknowledged.
+pub(crate) struct Enqueued {
+    deliveries: Vec<(&'static str, DeliveryFuture)>,
+    dead_letters: Vec<DeadLetter>,
+    spans: Vec<tracing::Span>,
+}
+
+/// Hands `events` to the producer in order, stamped with the incarnation and signed, without
+/// waiting for the broker. If one cannot be handed over, waits until what was handed over
+/// settled (so nothing is left in flight) and returns the error.
+pub(crate) async fn enqueue(
     producer: &RelayProducer,
     events: &[RecordedEvent],
     stamp: &Stamp<'_>,
-) -> Result<Published, PublishError> {
+) -> Result<Enqueued, PublishError> {
     let mut deliveries = Vec::with_capacity(events.len());
     let mut dead_letters = Vec::new();
     let incarnation = stamp.incarnation.to_string();
@@ -172,20 +179,31 @@ pub(crate) async fn publish(
             }
         }
     }
-    let mut first_error = None;
-    let mut delivered = Vec::with_capacity(deliveries.len());
-    for (topic, delivery) in deliveries {
-        let outcome = match delivery.await {
-            Ok(Ok(d)) => {
-                delivered.push(Delivered { topic, partition: d.partition, offset: d.offset });
-                continue;
-            }
-            Ok(Err((e, _))) => PublishError::Kafka(e),
-            Err(_) => PublishError::Canceled,
-        };
-        first_error.get_or_insert(outcome);
+    Ok(Enqueued { deliveries, dead_letters, spans })
+}
+
+impl Enqueued {
+    /// Waits for every delivery of the page. Succeeds only if every message was acknowledged;
+    /// otherwise returns the first error, after every delivery settled.
+    pub(crate) async fn acknowledged(self) -> Result<Published, PublishError> {
+        let Self { deliveries, dead_letters, spans } = self;
+        let mut first_error = None;
+        let mut delivered = Vec::with_capacity(deliveries.len());
+        for (topic, delivery) in deliveries {
+            let outcome = match delivery.await {
+                Ok(Ok(d)) => {
+                    delivered.push(Delivered { topic, partition: d.partition, offset: d.offset });
+                    continue;
+                }
+                Ok(Err((e, _))) => PublishError::Kafka(e),
+                Err(_) => PublishError::Canceled,
+            };
+            first_error.get_or_insert(outcome);
+        }
+        // One span per event, ended now that its page settled.
+        drop(spans);
+        first_error.map_or(Ok(Published { delivered, dead_letters }), Err)
     }
-    first_error.map_or(Ok(Published { delivered, dead_letters }), Err)
 }
 
 /// The envelope of an event whose stored metadata does not decode: its data, version and hashes

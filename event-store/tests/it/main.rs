@@ -9,6 +9,7 @@ mod group_commit;
 mod integrity;
 mod kafka_settings;
 mod relay;
+mod relay_pipeline;
 
 use ordo_event_store::NewEvent;
 use ordo_schemas::{Actor, EventMetadata, StreamCategory, StreamRef};

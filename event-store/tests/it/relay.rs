@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::event;
 
-fn config(broker: &Broker, batch_size: i64) -> RelayConfig {
+pub(crate) fn config(broker: &Broker, batch_size: i64) -> RelayConfig {
     RelayConfig {
         brokers: broker.bootstrap(),
         batch_size,
@@ -28,13 +28,13 @@ fn config(broker: &Broker, batch_size: i64) -> RelayConfig {
     }
 }
 
-struct Running {
-    task: JoinHandle<()>,
-    stop: Shutdown,
-    status: Arc<RelayStatus>,
+pub(crate) struct Running {
+    pub(crate) task: JoinHandle<()>,
+    pub(crate) stop: Shutdown,
+    pub(crate) status: Arc<RelayStatus>,
 }
 
-fn spawn_relay(store: EventStore, config: RelayConfig) -> Running {
+pub(crate) fn spawn_relay(store: EventStore, config: RelayConfig) -> Running {
     let relay = Relay::new(store, config);
     let status = relay.status();
     let stop = Shutdown::new();
@@ -44,13 +44,13 @@ fn spawn_relay(store: EventStore, config: RelayConfig) -> Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.trigger();
         tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("relay stops").expect("relay task");
     }
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -60,7 +60,12 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bo
 
 /// Appends `total` events over `streams` streams (products and orders) from `writers`
 /// concurrent tasks, one to three events per append. Returns the appended event ids.
-async fn append_concurrently(store: &EventStore, total: usize, streams: usize, writers: usize) -> HashSet<Uuid> {
+pub(crate) async fn append_concurrently(
+    store: &EventStore,
+    total: usize,
+    streams: usize,
+    writers: usize,
+) -> HashSet<Uuid> {
     let refs: Arc<Vec<StreamRef>> = Arc::new(
         (0..streams)
             .map(|i| {
@@ -97,7 +102,7 @@ async fn append_concurrently(store: &EventStore, total: usize, streams: usize, w
 }
 
 /// Reads every topic as a fresh consumer group until all `want` event ids arrived.
-async fn consume_until(bootstrap: &str, want: &HashSet<Uuid>, timeout: Duration) -> Vec<EventEnvelope> {
+pub(crate) async fn consume_until(bootstrap: &str, want: &HashSet<Uuid>, timeout: Duration) -> Vec<EventEnvelope> {
     let settings = ConsumerSettings::new(bootstrap, format!("test-{}", Uuid::new_v4()), &kafka::topics());
     let mut consumer = EventConsumer::start(settings).expect("consumer");
     let deadline = Instant::now() + timeout;
@@ -119,7 +124,7 @@ async fn consume_until(bootstrap: &str, want: &HashSet<Uuid>, timeout: Duration)
 
 /// Per stream, first deliveries only (duplicates are recognised by event id): versions must
 /// be strictly increasing. Returns how many duplicates were dropped.
-fn assert_stream_order(received: &[EventEnvelope]) -> usize {
+pub(crate) fn assert_stream_order(received: &[EventEnvelope]) -> usize {
     let mut first_seen = HashSet::new();
     let mut last: HashMap<StreamRef, i64> = HashMap::new();
     let mut duplicates = 0;
@@ -135,7 +140,7 @@ fn assert_stream_order(received: &[EventEnvelope]) -> usize {
 }
 
 /// Every stream of the log arrives gapless from version 1 (first deliveries only).
-async fn assert_matches_log(store: &EventStore, received: &[EventEnvelope]) {
+pub(crate) async fn assert_matches_log(store: &EventStore, received: &[EventEnvelope]) {
     let (log, _) = store.read_all(LogCursor::START, 1_000_000).await.unwrap();
     let mut per_stream: HashMap<StreamRef, Vec<i64>> = HashMap::new();
     let mut first_seen = HashSet::new();
@@ -155,7 +160,7 @@ async fn assert_matches_log(store: &EventStore, received: &[EventEnvelope]) {
     }
 }
 
-async fn incarnation(pool: &sqlx::PgPool) -> i64 {
+pub(crate) async fn incarnation(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT incarnation FROM relay_incarnations WHERE name = 'relay'").fetch_one(pool).await.unwrap()
 }
 
