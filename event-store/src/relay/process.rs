@@ -46,6 +46,14 @@ pub struct Args {
     /// How long a message may wait for an acknowledgement before its batch is retried.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub delivery_timeout_ms: u64,
+    /// Pages published at once: the next page is read and sent while earlier ones wait for
+    /// their acknowledgements (1: one page at a time).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub pipeline_depth: u16,
+    /// Longest interval between two checkpoint saves while events flow, in milliseconds (the
+    /// checkpoint is also saved whenever the relay goes idle, fails or stops).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_interval_ms: u64,
     /// How long the leader's lock session may stay silent before a standby takes over (at
     /// least 1000).
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1000..))]
@@ -102,6 +110,8 @@ impl Config {
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
             leader_timeout: Duration::from_millis(args.leader_timeout_ms),
+            pipeline_depth: usize::from(args.pipeline_depth),
+            checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms),
             ..RelayConfig::default()
         };
         Self { database_url, database: args.database, ops_addr: args.ops.ops_addr, relay }
