@@ -39,7 +39,7 @@ fn place_cmd() -> PlaceOrder {
         customer_id: CUSTOMER,
         merchant_id: Some(MERCHANT),
         lines: vec![line(P1, 2, eur(1000)), line(P2, 1, eur(500))],
-        shipping_address: address(),
+        shipping_address: address().into(),
     }
 }
 
@@ -62,7 +62,7 @@ fn placed() -> OrderEvent {
         merchant_id: MERCHANT,
         lines: vec![order_line(&c.lines[0], eur(2000)), order_line(&c.lines[1], eur(500))],
         total: eur(2500),
-        shipping_address: address(),
+        shipping_address: address().into(),
     }
 }
 
