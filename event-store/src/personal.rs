@@ -146,10 +146,18 @@ enum SubjectKey {
 pub struct Revealable<'a> {
     pub category: StreamCategory,
     pub stream_id: Uuid,
-    pub event_id: Uuid,
     pub version: i64,
     pub event_type: &'a str,
     pub data: &'a mut Value,
+}
+
+/// One sealed value kept outside the log (a read model's copy), with the stream and field it
+/// was sealed for.
+pub struct SealedSlot<'a> {
+    pub category: StreamCategory,
+    pub stream_id: Uuid,
+    pub field: &'a str,
+    pub value: &'a mut Value,
 }
 
 /// Seals personal fields on append and reveals them on read. One per [`crate::EventStore`].
@@ -215,7 +223,6 @@ impl PersonalData {
                 for event in &mut append.events {
                     let fields = personal_fields(stream.category, &event.event_type);
                     let Some(subject) = subject_of(&event.data) else { continue };
-                    let event_id = event.metadata.event_id;
                     for field in fields {
                         let Some(value) = event.data.get_mut(field.as_str()) else { continue };
                         if !needs_sealing(Some(value)) {
@@ -223,7 +230,7 @@ impl PersonalData {
                         }
                         match keys.get(&subject) {
                             Some(SubjectKey::Live { kid, key }) => {
-                                let aad = seal::field_aad(stream.category, stream.id, event_id, field);
+                                let aad = seal::field_aad(stream.category, stream.id, field);
                                 *value = seal::seal_value(key, *kid, value, &aad);
                             }
                             _ => *refusal = Some(AppendError::SubjectErased(subject)),
@@ -313,15 +320,38 @@ impl PersonalData {
     /// # Errors
     /// When the keys cannot be read.
     pub async fn reveal(&self, items: &mut [Revealable<'_>]) -> Result<Vec<Option<String>>, StoreError> {
-        let mut kids = HashSet::new();
-        for item in items.iter() {
-            for field in personal_fields(item.category, item.event_type) {
-                if let Some(sealed) = item.data.get(field.as_str()).and_then(SealedField::from_value) {
-                    kids.insert(sealed.kid);
+        let mut slots = Vec::new();
+        let mut owner = Vec::new();
+        for (i, item) in items.iter_mut().enumerate() {
+            let fields = personal_fields(item.category, item.event_type);
+            let Value::Object(map) = &mut *item.data else { continue };
+            for (name, value) in map.iter_mut() {
+                if fields.iter().any(|f| f == name) {
+                    owner.push((i, item.version));
+                    slots.push(SealedSlot { category: item.category, stream_id: item.stream_id, field: name, value });
                 }
             }
         }
+        let failed = self.reveal_slots(&mut slots).await?;
         let mut problems: Vec<Option<String>> = items.iter().map(|_| None).collect();
+        for (slot, (i, version)) in failed.into_iter().zip(owner) {
+            if let Some(field) = slot {
+                problems[i] = Some(format!("{field} version {version} does not decrypt (altered or moved)"));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Replaces each sealed value by its value, or by `null` once its key was destroyed; values
+    /// that are not sealed stay as they are. Answers, per slot, a description of a sealed value
+    /// that does not decrypt (left sealed).
+    ///
+    /// # Errors
+    /// When the keys cannot be read.
+    pub async fn reveal_slots(&self, slots: &mut [SealedSlot<'_>]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut problems: Vec<Option<String>> = slots.iter().map(|_| None).collect();
+        let kids: HashSet<Uuid> =
+            slots.iter().filter_map(|s| SealedField::from_value(s.value)).map(|f| f.kid).collect();
         if kids.is_empty() {
             return Ok(problems);
         }
@@ -331,25 +361,20 @@ impl PersonalData {
         for (kid, row) in &rows {
             keys.insert(*kid, row.unwrap_with(ring, row.subject)?);
         }
-        for (item, problem) in items.iter_mut().zip(problems.iter_mut()) {
-            for field in personal_fields(item.category, item.event_type) {
-                let Some(value) = item.data.get_mut(field.as_str()) else { continue };
-                let Some(sealed) = SealedField::from_value(value) else { continue };
-                match keys.get(&sealed.kid) {
-                    Some(SubjectKey::Live { key, .. }) => {
-                        let aad = seal::field_aad(item.category, item.stream_id, item.event_id, field);
-                        match seal::open_value(key, &sealed, &aad) {
-                            Some(plain) => *value = plain,
-                            None => {
-                                *problem = Some(format!(
-                                    "personal field {field} of {} {} version {} does not decrypt (altered or moved)",
-                                    item.category, item.stream_id, item.version
-                                ));
-                            }
+        for (slot, problem) in slots.iter_mut().zip(problems.iter_mut()) {
+            let Some(sealed) = SealedField::from_value(slot.value) else { continue };
+            match keys.get(&sealed.kid) {
+                Some(SubjectKey::Live { key, .. }) => {
+                    let aad = seal::field_aad(slot.category, slot.stream_id, slot.field);
+                    match seal::open_value(key, &sealed, &aad) {
+                        Some(plain) => *slot.value = plain,
+                        None => {
+                            *problem =
+                                Some(format!("personal field {} of {} {}", slot.field, slot.category, slot.stream_id))
                         }
                     }
-                    _ => *value = Value::Null,
                 }
+                _ => *slot.value = Value::Null,
             }
         }
         Ok(problems)
@@ -365,7 +390,6 @@ impl PersonalData {
             .map(|e| Revealable {
                 category: e.stream.category,
                 stream_id: e.stream.id,
-                event_id: e.event_id,
                 version: e.version,
                 event_type: e.event_type.as_str(),
                 data: &mut e.data,

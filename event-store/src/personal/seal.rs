@@ -51,10 +51,11 @@ impl SecretKey {
     }
 }
 
-/// Where a personal field sits in the log: the associated data of its ciphertext, so a
-/// ciphertext moved to another field, event or stream does not decrypt.
-pub(crate) fn field_aad(category: StreamCategory, stream_id: Uuid, event_id: Uuid, field: &str) -> Vec<u8> {
-    format!("ordo-personal/{SEALED_V1}|{}|{stream_id}|{event_id}|{field}", category.as_str()).into_bytes()
+/// Where a personal field sits: the associated data of its ciphertext, so a ciphertext moved to
+/// another field or stream does not decrypt. The event is not part of it, so a read model that
+/// keeps the sealed value (the order's address) can have it revealed knowing only its stream.
+pub(crate) fn field_aad(category: StreamCategory, stream_id: Uuid, field: &str) -> Vec<u8> {
+    format!("ordo-personal/{SEALED_V1}|{}|{stream_id}|{field}", category.as_str()).into_bytes()
 }
 
 /// Seals the JSON value of one field under the subject's key `kid`.
@@ -95,14 +96,14 @@ mod tests {
     fn a_sealed_value_opens_only_with_its_key_and_in_its_place() {
         let (k, other) = (key(), key());
         let kid = Uuid::new_v4();
-        let aad = field_aad(StreamCategory::Customer, Uuid::nil(), Uuid::nil(), "email");
+        let aad = field_aad(StreamCategory::Customer, Uuid::nil(), "email");
         let sealed = seal_value(&k, kid, &json!("ada@example.com"), &aad);
         let field = SealedField::from_value(&sealed).unwrap();
         assert_eq!(field.kid, kid);
         assert!(!sealed.to_string().contains("ada"));
         assert_eq!(open_value(&k, &field, &aad), Some(json!("ada@example.com")));
         assert_eq!(open_value(&other, &field, &aad), None);
-        let moved = field_aad(StreamCategory::Customer, Uuid::nil(), Uuid::nil(), "name");
+        let moved = field_aad(StreamCategory::Customer, Uuid::nil(), "name");
         assert_eq!(open_value(&k, &field, &moved), None);
     }
 
