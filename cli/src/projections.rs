@@ -38,6 +38,14 @@ pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
     ordo_commands::migrate(&pool).await.context("command side migrations")?;
     ordo_projectors::migrate(&pool).await.context("projector migrations")?;
     eprintln!("migrated: event store, command side, projectors");
+    // The event store's migration destroyed the keys of customers erased in the log (a restored
+    // backup); with a KEK set, every key is moved to it (the second step of a KEK rotation).
+    let kek_set = std::env::var(ordo_event_store::personal::KEK_VAR).is_ok_and(|v| !v.trim().is_empty());
+    if kek_set {
+        let personal = ordo_event_store::personal::PersonalData::new(pool.clone());
+        let rewrapped = personal.rewrap().await.context("rewrap personal data keys")?;
+        eprintln!("personal data keys rewrapped under the current KEK: {rewrapped}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

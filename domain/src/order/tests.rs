@@ -39,7 +39,7 @@ fn place_cmd() -> PlaceOrder {
         customer_id: CUSTOMER,
         merchant_id: Some(MERCHANT),
         lines: vec![line(P1, 2, eur(1000)), line(P2, 1, eur(500))],
-        shipping_address: address().into(),
+        shipping_address: address(),
     }
 }
 

@@ -11,8 +11,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// A 256-bit key: a data subject's key or a key-encryption key. `Debug` does not show it.
+/// Cheap to clone (the expanded key is shared).
 #[derive(Clone)]
-pub struct SecretKey(Aes256Gcm);
+pub struct SecretKey(std::sync::Arc<Aes256Gcm>);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +24,7 @@ impl std::fmt::Debug for SecretKey {
 impl SecretKey {
     /// The key of 32 raw bytes, or `None` for any other length.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        (bytes.len() == 32).then(|| Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes))))
+        (bytes.len() == 32).then(|| Self(std::sync::Arc::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes)))))
     }
 
     /// 32 fresh random bytes.

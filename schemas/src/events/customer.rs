@@ -14,6 +14,8 @@ use crate::values::{Address, Email};
 /// Everything that can happen to a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
+// Events are short-lived values decoded one at a time; boxing the registration buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum CustomerEvent {
     /// A customer registered; the stream id is `customer_id`. Name, email and address are
     /// personal: stored encrypted under the customer's key.
