@@ -516,3 +516,55 @@ fn needs_sealing(value: Option<&Value>) -> bool {
 fn subject_of(data: &Value) -> Option<Uuid> {
     data.get(SUBJECT_FIELD).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
 }
+
+/// Re-applies erasures a restored log does not hold: for every `PersonalDataErased` envelope in
+/// `register` (an `ordo export` of the live log, or the `ordo.customers` topic, taken after the
+/// backup) whose customer's stream has no such event, the same erasure is appended again (same
+/// reason and actor, caused by the original event) and the customer's key destroyed. Returns how
+/// many erasures were re-applied. Idempotent.
+///
+/// # Errors
+/// When the database fails.
+pub async fn reapply_erasures(
+    store: &crate::EventStore,
+    register: impl IntoIterator<Item = ordo_schemas::EventEnvelope>,
+) -> Result<u64, StoreError> {
+    let mut done = 0;
+    for envelope in register {
+        if envelope.category != StreamCategory::Customer || envelope.event_type != "PersonalDataErased" {
+            continue;
+        }
+        let stream = crate::StreamRef::new(StreamCategory::Customer, envelope.stream_id);
+        let recorded: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE category = 'customer' AND stream_id = $1 \
+             AND event_type = 'PersonalDataErased')",
+        )
+        .bind(stream.id)
+        .fetch_one(store.pool())
+        .await?;
+        if !recorded {
+            let original = &envelope.metadata.metadata;
+            let metadata = ordo_schemas::EventMetadata {
+                event_id: Uuid::new_v4(),
+                correlation_id: original.correlation_id,
+                causation_id: Some(original.event_id),
+                actor: original.actor,
+                traceparent: None,
+                tracestate: None,
+            };
+            let event = crate::NewEvent {
+                event_type: envelope.event_type.clone(),
+                schema_version: envelope.schema_version,
+                data: envelope.data.clone(),
+                metadata,
+            };
+            match store.append(stream, crate::ExpectedVersion::Any, vec![event]).await {
+                Ok(_) => done += 1,
+                Err(AppendError::Store(e)) => return Err(e),
+                Err(e) => return Err(StoreError::Corrupt(format!("erasure of {stream} not re-applied: {e}"))),
+            }
+        }
+        store.personal().erase(stream.id).await?;
+    }
+    Ok(done)
+}
