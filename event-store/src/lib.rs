@@ -219,8 +219,9 @@ impl EventStore {
     }
 
     /// Appends inside a transaction the caller owns (and commits or rolls back), for tools and
-    /// tests. It takes the writer lock, so every other append waits until that transaction ends;
-    /// the server ends a transaction that then stays idle for more than 5 seconds.
+    /// tests. It does not seal personal fields, so it refuses events that carry any in clear.
+    /// It takes the writer lock, so every other append waits until that transaction ends; the
+    /// server ends a transaction that then stays idle for more than 5 seconds.
     ///
     /// # Errors
     /// As [`EventStore::submit`]. After a database error the transaction is aborted; roll it back.
@@ -230,6 +231,9 @@ impl EventStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
         let mut request = AppendRequest { appends, idempotency: idempotency.cloned(), claim: None };
+        if personal::holds_clear_personal_data(&request) {
+            return Err(AppendError::Invalid("append_in does not seal personal fields: append them with submit"));
+        }
         append::prepare(&mut request)?;
         let mut answers = append::append_batch(&mut **tx, &[&request], &[0]).await?;
         answers.pop().unwrap_or(Err(AppendError::Invalid("no answer")))

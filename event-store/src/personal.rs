@@ -508,6 +508,16 @@ impl KeyRow {
     }
 }
 
+/// Whether an event of `request` carries a personal field in clear (an append that bypasses
+/// sealing must refuse it).
+pub(crate) fn holds_clear_personal_data(request: &AppendRequest) -> bool {
+    request.appends.iter().any(|a| {
+        a.events.iter().any(|e| {
+            personal_fields(a.stream.category, &e.event_type).iter().any(|f| needs_sealing(e.data.get(f.as_str())))
+        })
+    })
+}
+
 /// A present, non-null value that is not sealed yet.
 fn needs_sealing(value: Option<&Value>) -> bool {
     matches!(value, Some(v) if !v.is_null() && SealedField::from_value(v).is_none())

@@ -243,3 +243,17 @@ async fn a_kek_rotation_rewraps_every_key_and_the_old_kek_can_then_be_dropped() 
     assert_eq!(events[0].data["name"], "Ada Lovelace");
     std::env::remove_var(KEK_VAR);
 }
+
+#[tokio::test]
+async fn an_append_in_a_callers_transaction_refuses_personal_fields_in_clear() {
+    let db = TestDb::new().await;
+    let customer = StreamRef::new(StreamCategory::Customer, Uuid::new_v4());
+    let mut tx = db.pool.begin().await.unwrap();
+    let append = ordo_event_store::StreamAppend {
+        stream: customer,
+        expected: ExpectedVersion::NoStream,
+        events: vec![registered(customer.id, &unique_email())],
+    };
+    let err = ordo_event_store::EventStore::append_in(&mut tx, vec![append], None).await.unwrap_err();
+    assert!(matches!(err, AppendError::Invalid(_)), "{err:?}");
+}
