@@ -255,13 +255,15 @@ async fn append_run(
 /// What each append writes, from `ORDO_BENCH_APPEND_PAYLOAD` (inherited by worker processes):
 /// `stock` (default) a `StockAdjusted`; `personal` a `CustomerRegistered` on a customer stream,
 /// whose name, email and address are sealed; `personal-clear` the same payload under an event
-/// type without personal fields, so it is stored in clear. The last two measure the cost of
-/// sealing back to back.
+/// type without personal fields, so it is stored in clear; `padded-clear` that one with 420
+/// more bytes, about the size sealing adds. They measure the cost of sealing back to back, and
+/// how much of it is size.
 #[derive(Clone, Copy)]
 enum Payload {
     Stock,
     Personal,
     PersonalClear,
+    PaddedClear,
 }
 
 impl Payload {
@@ -270,6 +272,7 @@ impl Payload {
             Err(_) | Ok("" | "stock") => Ok(Payload::Stock),
             Ok("personal") => Ok(Payload::Personal),
             Ok("personal-clear") => Ok(Payload::PersonalClear),
+            Ok("padded-clear") => Ok(Payload::PaddedClear),
             Ok(other) => anyhow::bail!("ORDO_BENCH_APPEND_PAYLOAD: unknown payload {other}"),
         }
     }
@@ -277,7 +280,7 @@ impl Payload {
     fn category(self) -> StreamCategory {
         match self {
             Payload::Stock => StreamCategory::Product,
-            Payload::Personal | Payload::PersonalClear => StreamCategory::Customer,
+            Payload::Personal | Payload::PersonalClear | Payload::PaddedClear => StreamCategory::Customer,
         }
     }
 
@@ -294,6 +297,11 @@ impl Payload {
             }
             Payload::Personal => ("CustomerRegistered", personal()),
             Payload::PersonalClear => ("CustomerProfileInClear", personal()),
+            Payload::PaddedClear => {
+                let mut data = personal();
+                data["padding"] = serde_json::Value::String("x".repeat(420));
+                ("CustomerProfileInClear", data)
+            }
         };
         NewEvent { event_type: event_type.into(), ..event(data) }
     }
