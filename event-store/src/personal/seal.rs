@@ -32,9 +32,11 @@ impl SecretKey {
         Aes256Gcm::generate_key(&mut OsRng).to_vec()
     }
 
-    /// `nonce || ciphertext+tag` of `plain`, authenticated with `aad`.
+    /// `nonce || ciphertext+tag` of `plain`, authenticated with `aad`. The 96-bit nonce is
+    /// random, from the thread's CSPRNG (ChaCha, seeded and periodically reseeded by the
+    /// operating system): no system call per field.
     pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let nonce = Aes256Gcm::generate_nonce(&mut rand::thread_rng());
         // Encryption fails only for inputs beyond GCM's 64 GiB limit.
         let ct = self.0.encrypt(&nonce, Payload { msg: plain, aad }).unwrap_or_default();
         let mut out = nonce.to_vec();
@@ -64,8 +66,12 @@ pub(crate) fn seal_value(key: &SecretKey, kid: Uuid, value: &Value, aad: &[u8]) 
     let plain = serde_json::to_vec(value).unwrap_or_default();
     let sealed = key.seal(&plain, aad);
     let (nonce, ct) = sealed.split_at(12);
-    let field = SealedField { enc: SEALED_V1.to_owned(), kid, n: STANDARD.encode(nonce), ct: STANDARD.encode(ct) };
-    serde_json::to_value(field).unwrap_or(Value::Null)
+    let mut field = serde_json::Map::with_capacity(4);
+    field.insert("enc".to_owned(), Value::String(SEALED_V1.to_owned()));
+    field.insert("kid".to_owned(), Value::String(kid.to_string()));
+    field.insert("n".to_owned(), Value::String(STANDARD.encode(nonce)));
+    field.insert("ct".to_owned(), Value::String(STANDARD.encode(ct)));
+    Value::Object(field)
 }
 
 /// The JSON value inside a sealed field, or `None` when it does not decrypt (wrong key, altered
