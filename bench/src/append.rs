@@ -225,18 +225,19 @@ async fn append_run(
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
+    let payload = Payload::from_env()?;
     for _ in 0..writers {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut own: Vec<(StreamRef, i64)> =
-                (0..streams).map(|_| (StreamRef::new(StreamCategory::Product, Uuid::new_v4()), 0)).collect();
+                (0..streams).map(|_| (StreamRef::new(payload.category(), Uuid::new_v4()), 0)).collect();
             let mut micros = Vec::new();
             let mut i = 0usize;
             while Instant::now() < deadline {
                 let slot = i % own.len();
                 let (stream, version) = own[slot];
                 let t = Instant::now();
-                let out = store.append(stream, ExpectedVersion::Exact(version), vec![event(i)]).await?;
+                let out = store.append(stream, ExpectedVersion::Exact(version), vec![payload.event(i, stream)]).await?;
                 micros.push(t.elapsed().as_micros() as u64);
                 own[slot].1 = out.version;
                 i += 1;
@@ -251,11 +252,66 @@ async fn append_run(
     Ok(all)
 }
 
-fn event(i: usize) -> NewEvent {
+/// What each append writes, from `ORDO_BENCH_APPEND_PAYLOAD` (inherited by worker processes):
+/// `stock` (default) a `StockAdjusted`; `personal` a `CustomerRegistered` on a customer stream,
+/// whose name, email and address are sealed; `personal-clear` the same payload under an event
+/// type without personal fields, so it is stored in clear; `padded-clear` that one with 420
+/// more bytes, about the size sealing adds. They measure the cost of sealing back to back, and
+/// how much of it is size.
+#[derive(Clone, Copy)]
+enum Payload {
+    Stock,
+    Personal,
+    PersonalClear,
+    PaddedClear,
+}
+
+impl Payload {
+    fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("ORDO_BENCH_APPEND_PAYLOAD").as_deref() {
+            Err(_) | Ok("" | "stock") => Ok(Payload::Stock),
+            Ok("personal") => Ok(Payload::Personal),
+            Ok("personal-clear") => Ok(Payload::PersonalClear),
+            Ok("padded-clear") => Ok(Payload::PaddedClear),
+            Ok(other) => anyhow::bail!("ORDO_BENCH_APPEND_PAYLOAD: unknown payload {other}"),
+        }
+    }
+
+    fn category(self) -> StreamCategory {
+        match self {
+            Payload::Stock => StreamCategory::Product,
+            Payload::Personal | Payload::PersonalClear | Payload::PaddedClear => StreamCategory::Customer,
+        }
+    }
+
+    fn event(self, i: usize, stream: StreamRef) -> NewEvent {
+        let personal = || {
+            serde_json::json!({
+                "customer_id": stream.id, "name": "Ada Lovelace", "email": format!("ada{i}@example.com"),
+                "shipping_address": {"line1": "Invalidenstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+            })
+        };
+        let (event_type, data) = match self {
+            Payload::Stock => {
+                ("StockAdjusted", serde_json::json!({"delta": 1, "reason": "restock", "on_hand_after": i}))
+            }
+            Payload::Personal => ("CustomerRegistered", personal()),
+            Payload::PersonalClear => ("CustomerProfileInClear", personal()),
+            Payload::PaddedClear => {
+                let mut data = personal();
+                data["padding"] = serde_json::Value::String("x".repeat(420));
+                ("CustomerProfileInClear", data)
+            }
+        };
+        NewEvent { event_type: event_type.into(), ..event(data) }
+    }
+}
+
+fn event(data: serde_json::Value) -> NewEvent {
     NewEvent {
         event_type: "StockAdjusted".into(),
         schema_version: 1,
-        data: serde_json::json!({"delta": 1, "reason": "restock", "on_hand_after": i}),
+        data,
         metadata: EventMetadata {
             event_id: Uuid::new_v4(),
             correlation_id: Uuid::new_v4(),

@@ -62,6 +62,10 @@ pub struct ExportArgs {
     /// Events read per round trip; memory stays bounded by it.
     #[arg(long, default_value_t = 2_000)]
     batch: i64,
+    /// For admins: write personal fields in clear (or `null` once erased) instead of the stored
+    /// ciphertext. Such an export holds personal data, and its hashes no longer verify.
+    #[arg(long)]
+    decrypt: bool,
 }
 
 async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
@@ -111,14 +115,18 @@ pub async fn export(url: &str, args: ExportArgs) -> anyhow::Result<ExitCode> {
         to_position: args.to_position,
         ..LogQuery::default()
     };
+    let personal = ordo_event_store::personal::PersonalData::new(pool.clone());
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut after = 0;
     let mut count: u64 = 0;
     loop {
-        let batch = search(&pool, &query, after, args.batch).await?;
+        let mut batch = search(&pool, &query, after, args.batch).await?;
         let Some(last) = batch.last() else { break };
         after = last.position;
+        if args.decrypt {
+            personal.reveal_recorded(&mut batch).await?;
+        }
         for event in &batch {
             serde_json::to_writer(&mut out, &event.to_envelope()?)?;
             out.write_all(b"\n")?;

@@ -38,7 +38,40 @@ pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
     ordo_commands::migrate(&pool).await.context("command side migrations")?;
     ordo_projectors::migrate(&pool).await.context("projector migrations")?;
     eprintln!("migrated: event store, command side, projectors");
+    // The event store's migration destroyed the keys of customers erased in the log (a restored
+    // backup); with a KEK set, every key is moved to it (the second step of a KEK rotation).
+    if let Some(path) = std::env::var_os(ERASURE_REGISTER_VAR).filter(|p| !p.is_empty()) {
+        let reapplied = reapply_erasures(&pool, &path).await?;
+        eprintln!("erasures re-applied from the register: {reapplied}");
+    }
+    let kek_set = std::env::var(ordo_event_store::personal::KEK_VAR).is_ok_and(|v| !v.trim().is_empty());
+    if kek_set {
+        let personal = ordo_event_store::personal::PersonalData::new(pool.clone());
+        let rewrapped = personal.rewrap().await.context("rewrap personal data keys")?;
+        eprintln!("personal data keys rewrapped under the current KEK: {rewrapped}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The environment variable naming an erasure register for `ordo migrate` after a restore: a JSON
+/// lines file of envelopes (an `ordo export` of the live log taken after the backup, or the
+/// `ordo.customers` topic); its `PersonalDataErased` events missing from the restored log are
+/// appended again and their customers' keys destroyed.
+pub const ERASURE_REGISTER_VAR: &str = "ORDO_ERASURE_REGISTER";
+
+async fn reapply_erasures(pool: &sqlx::PgPool, path: &std::ffi::OsStr) -> anyhow::Result<u64> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).with_context(|| format!("open the file named by {ERASURE_REGISTER_VAR}"))?;
+    let mut envelopes = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        // only erasures matter; other lines need not even parse
+        if line.contains("PersonalDataErased") {
+            envelopes.push(serde_json::from_str(&line).context("an erasure line of the register does not parse")?);
+        }
+    }
+    let store = ordo_event_store::EventStore::new(pool.clone());
+    Ok(ordo_event_store::personal::reapply_erasures(&store, envelopes).await?)
 }
 
 /// Forgets every Kafka position Ordo keeps in Postgres: the relay republishes the whole log

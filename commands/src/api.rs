@@ -10,9 +10,9 @@ use std::future::ready;
 use ordo_domain::{Customer, DomainError, Merchant, Order, Product};
 use ordo_schemas::{
     Actor, AdjustStock, CancelOrder, ChangePrice, CommitReservation, ConfirmOrder, CustomerCommand, DeliverOrder,
-    DiscontinueProduct, ListProduct, MerchantCommand, OrderCommand, PayOrder, ProductCommand, RegisterCustomer,
-    RegisterMerchant, RejectOrder, RejectedLine, ReleaseReservation, ReserveStock, Role, ShipOrder, StreamCategory,
-    StreamRef,
+    DiscontinueProduct, EraseCustomer, ListProduct, MerchantCommand, OrderCommand, PayOrder, ProductCommand,
+    RegisterCustomer, RegisterMerchant, RejectOrder, RejectedLine, ReleaseReservation, ReserveStock, Role, ShipOrder,
+    StreamCategory, StreamRef,
 };
 use uuid::Uuid;
 
@@ -107,6 +107,29 @@ impl CommandService {
         let guard = move |_: &Customer| acting_as(&actor, Role::Customer, id);
         let stream = StreamRef::new(StreamCategory::Customer, id);
         self.issue("RegisterCustomer", stream, ctx, guard, CustomerCommand::RegisterCustomer(command)).await
+    }
+
+    /// Erases a customer's personal data: records `PersonalDataErased` (who and why), then
+    /// destroys the customer's key, so every personal field sealed with it reads as erased.
+    /// `not_found` for an unknown customer, `invalid_state` when already erased. Only the
+    /// customer itself or an admin.
+    ///
+    /// The key is destroyed after the event is recorded; should that fail, the erasure is
+    /// completed by `ordo migrate` (which destroys the key of every erased customer) and the
+    /// command answers with the storage error.
+    pub async fn erase_customer(
+        &self,
+        ctx: &CommandContext,
+        customer_id: Uuid,
+        reason: String,
+    ) -> Result<CommandOutcome, CommandError> {
+        let actor = ctx.actor;
+        let guard = move |_: &Customer| acting_as(&actor, Role::Customer, customer_id);
+        let stream = StreamRef::new(StreamCategory::Customer, customer_id);
+        let command = CustomerCommand::EraseCustomer(EraseCustomer { customer_id, reason, by: actor });
+        let outcome = self.issue("EraseCustomer", stream, ctx, guard, command).await?;
+        self.store().personal().erase(customer_id).await?;
+        Ok(outcome)
     }
 
     /// Registers a merchant (stream id = `merchant_id`); `already_exists` when registered.

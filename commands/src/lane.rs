@@ -21,7 +21,7 @@ use ordo_domain::Aggregate;
 use ordo_event_store::{
     AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, UniqueClaim,
 };
-use ordo_schemas::{EventMetadata, StreamRef};
+use ordo_schemas::{EventMetadata, StreamCategory, StreamRef};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -437,6 +437,9 @@ fn refused<A: Aggregate>(stream: StreamRef, job: &Job<A>, e: AppendError) -> Res
                 "sku {sku} is already listed by this merchant"
             ))))
         }
+        AppendError::SubjectErased(_) => Err(CommandError::Domain(ordo_domain::DomainError::InvalidState(
+            "the customer's personal data was erased".into(),
+        ))),
         AppendError::Unavailable(why) => Err(CommandError::Unavailable(why)),
         AppendError::Store(e) => Err(e.into()),
         other => Err(StoreError::Corrupt(format!("append refused: {other}")).into()),
@@ -499,7 +502,11 @@ async fn refresh<A: Aggregate>(
     let mut first_page = true;
     loop {
         let from = folded.version + 1;
-        let recorded = store.read_stream_range(stream, from, from + PAGE - 1).await?;
+        let mut recorded = store.read_stream_range(stream, from, from + PAGE - 1).await?;
+        // A customer's address is the default of an order's: a customer is loaded in clear.
+        if stream.category == StreamCategory::Customer {
+            store.personal().reveal_recorded(&mut recorded).await?;
+        }
         if first_page {
             first_page = false;
             let continues = match recorded.first() {

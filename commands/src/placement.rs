@@ -62,6 +62,11 @@ impl CommandService {
         if !customer.exists() {
             errors.push(FieldError::new("customer_id", "customer is not registered"));
         }
+        if customer.is_erased() {
+            return Err(
+                DomainError::InvalidState("the customer's personal data was erased: no new orders".into()).into()
+            );
+        }
         let mut lines = Vec::with_capacity(request.lines.len());
         let mut discontinued = Vec::new();
         for (i, line) in request.lines.iter().enumerate() {
@@ -88,7 +93,12 @@ impl CommandService {
         }
         let shipping_address = match (request.shipping_address, customer.state()) {
             (Some(address), _) => address,
-            (None, Some(c)) => c.shipping_address.clone(),
+            (None, Some(c)) => match c.shipping_address.known() {
+                Some(address) => address.clone(),
+                None => {
+                    return Err(DomainError::field("shipping_address", "the customer's address is not readable").into())
+                }
+            },
             (None, None) => return Err(DomainError::field("customer_id", "customer is not registered").into()),
         };
         Ok(PlaceOrder {

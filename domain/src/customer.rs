@@ -1,21 +1,26 @@
-//! The customer aggregate: registered once with name, email and shipping address.
+//! The customer aggregate: registered once with name, email and shipping address; its personal
+//! data can be erased once.
 
 use ordo_schemas::values::check_text;
-use ordo_schemas::{Address, CustomerCommand, CustomerEvent, Email};
+use ordo_schemas::{Address, CustomerCommand, CustomerEvent, Email, Personal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::error::DomainError;
-use crate::limits::MAX_NAME;
+use crate::limits::{MAX_NAME, MAX_REASON};
 
-/// A registered customer.
+/// A registered customer. The personal fields are [`Personal::Sealed`] when loaded by a process
+/// that did not reveal them, and [`Personal::Erased`] once erased.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerState {
     pub customer_id: Uuid,
-    pub name: String,
-    pub email: Email,
-    pub shipping_address: Address,
+    pub name: Personal<String>,
+    pub email: Personal<Email>,
+    pub shipping_address: Personal<Address>,
+    /// The customer's personal data was erased: no new order, no new personal data.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 /// The customer aggregate; serialises as `null` before registration.
@@ -34,6 +39,11 @@ impl Customer {
     pub fn exists(&self) -> bool {
         self.state.is_some()
     }
+
+    /// Whether the customer's personal data was erased.
+    pub fn is_erased(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.erased)
+    }
 }
 
 impl Aggregate for Customer {
@@ -42,6 +52,8 @@ impl Aggregate for Customer {
 
     /// `RegisterCustomer`: `already_exists` when registered, `validation_failed` for a blank or
     /// over-long name (email and address are valid by construction).
+    /// `EraseCustomer`: `not_found` before registration, `invalid_state` when already erased,
+    /// `validation_failed` for a blank or over-long reason.
     fn decide(&self, command: &CustomerCommand) -> Result<Vec<CustomerEvent>, DomainError> {
         match command {
             CustomerCommand::RegisterCustomer(c) => {
@@ -51,9 +63,23 @@ impl Aggregate for Customer {
                 DomainError::check(check_text("name", &c.name, MAX_NAME).into_iter().collect())?;
                 Ok(vec![CustomerEvent::CustomerRegistered {
                     customer_id: c.customer_id,
-                    name: c.name.clone(),
-                    email: c.email.clone(),
-                    shipping_address: c.shipping_address.clone(),
+                    name: c.name.clone().into(),
+                    email: c.email.clone().into(),
+                    shipping_address: c.shipping_address.clone().into(),
+                }])
+            }
+            CustomerCommand::EraseCustomer(_) if !self.exists() => {
+                Err(DomainError::NotFound("customer does not exist".into()))
+            }
+            CustomerCommand::EraseCustomer(_) if self.is_erased() => {
+                Err(DomainError::InvalidState("the customer's personal data is already erased".into()))
+            }
+            CustomerCommand::EraseCustomer(c) => {
+                DomainError::check(check_text("reason", &c.reason, MAX_REASON).into_iter().collect())?;
+                Ok(vec![CustomerEvent::PersonalDataErased {
+                    customer_id: c.customer_id,
+                    reason: c.reason.clone(),
+                    erased_by: c.by,
                 }])
             }
         }
@@ -67,7 +93,16 @@ impl Aggregate for Customer {
                     name: name.clone(),
                     email: email.clone(),
                     shipping_address: shipping_address.clone(),
+                    erased: false,
                 });
+            }
+            CustomerEvent::PersonalDataErased { .. } => {
+                if let Some(s) = &mut self.state {
+                    s.name = Personal::Erased;
+                    s.email = Personal::Erased;
+                    s.shipping_address = Personal::Erased;
+                    s.erased = true;
+                }
             }
         }
     }

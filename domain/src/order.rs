@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ordo_schemas::values::check_text;
 use ordo_schemas::{
-    Actor, Address, FieldError, Money, OrderCommand, OrderEvent, OrderLine, OrderStatus, PlaceOrder, RejectedLine,
+    Actor, Address, FieldError, Money, OrderCommand, OrderEvent, OrderLine, OrderStatus, Personal, PlaceOrder,
+    RejectedLine,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -45,7 +46,8 @@ pub struct OrderState {
     pub lines: Vec<OrderLine>,
     /// Sum of the line totals, in the one currency of the order.
     pub total: Money,
-    pub shipping_address: Address,
+    /// Personal: sealed, or erased, unless revealed.
+    pub shipping_address: Personal<Address>,
     pub status: OrderStatus,
     /// Lines that could not be reserved, when rejected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -137,7 +139,7 @@ fn place(c: &PlaceOrder) -> Result<Vec<OrderEvent>, DomainError> {
         merchant_id,
         lines,
         total,
-        shipping_address: c.shipping_address.clone(),
+        shipping_address: c.shipping_address.clone().into(),
     }])
 }
 

@@ -74,6 +74,10 @@ pub enum AppendError {
     /// session, or the writer is overloaded). Nothing was written; retry later.
     #[error("the event log is busy: {0}")]
     Unavailable(String),
+    /// The event holds personal data of a customer whose data was erased: no new key is ever
+    /// made for that customer. Nothing was written.
+    #[error("the personal data of customer {0} was erased")]
+    SubjectErased(uuid::Uuid),
     /// The append itself was malformed (empty, a stream named twice).
     #[error("invalid append: {0}")]
     Invalid(&'static str),

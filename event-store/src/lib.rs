@@ -18,10 +18,13 @@
 //!   the event before it in the log.
 //! - UPDATE, DELETE and TRUNCATE on the events table are refused by a trigger.
 //! - [`verify`] recomputes hash chains and names every broken link.
+//! - Fields marked personal in the schemas are sealed under their customer's key before they are
+//!   hashed and stored; destroying the key erases them ([`personal`], ADR 0027).
 
 mod append;
 pub mod error;
 pub mod hash;
+pub mod personal;
 pub mod progress;
 mod read;
 pub mod search;
@@ -73,6 +76,8 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 /// `_sqlx_migrations` table, so versions this migrator does not know are ignored.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     run_migrations(&MIGRATOR, pool).await?;
+    // A restored backup may hold keys of customers erased since: erase them again.
+    personal::erase_recorded(pool).await?;
     Ok(())
 }
 
@@ -152,6 +157,7 @@ pub struct EventStore {
     pool: PgPool,
     options: WriterOptions,
     writer: Arc<OnceLock<writer::Writer>>,
+    personal: Arc<personal::PersonalData>,
 }
 
 impl EventStore {
@@ -161,11 +167,17 @@ impl EventStore {
 
     /// A store whose writer batches and waits as `options` say.
     pub fn with_writer_options(pool: PgPool, options: WriterOptions) -> Self {
-        Self { pool, options, writer: Arc::new(OnceLock::new()) }
+        let personal = Arc::new(personal::PersonalData::new(pool.clone()));
+        Self { pool, options, writer: Arc::new(OnceLock::new()), personal }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Sealing, revealing and erasing personal data.
+    pub fn personal(&self) -> &personal::PersonalData {
+        &self.personal
     }
 
     /// The writer task, started on first use (it needs the runtime).
@@ -235,8 +247,9 @@ impl EventStore {
         let mut answers: Vec<Option<Result<Vec<AppendedStream>, AppendError>>> = Vec::with_capacity(requests.len());
         let mut valid = Vec::with_capacity(requests.len());
         let mut broken = false;
-        for request in &mut requests {
-            let refused = match append::prepare(request) {
+        let sealing = self.personal.seal_requests(&mut requests).await;
+        for (request, sealed) in requests.iter_mut().zip(sealing) {
+            let refused = match sealed.map_or_else(|| append::prepare(request), Err) {
                 Err(e) => Some(e),
                 // A link after an invalid one depends on what never happens.
                 Ok(()) if broken => Some(writer::chain_broken(request)),
@@ -258,8 +271,9 @@ impl EventStore {
     }
 
     /// Appends inside a transaction the caller owns (and commits or rolls back), for tools and
-    /// tests. It takes the writer lock, so every other append waits until that transaction ends;
-    /// the server ends a transaction that then stays idle for more than 5 seconds.
+    /// tests. It does not seal personal fields, so it refuses events that carry any in clear.
+    /// It takes the writer lock, so every other append waits until that transaction ends; the
+    /// server ends a transaction that then stays idle for more than 5 seconds.
     ///
     /// # Errors
     /// As [`EventStore::submit`]. After a database error the transaction is aborted; roll it back.
@@ -269,6 +283,9 @@ impl EventStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Vec<AppendedStream>, AppendError> {
         let mut request = AppendRequest { appends, idempotency: idempotency.cloned(), claim: None };
+        if personal::holds_clear_personal_data(&request) {
+            return Err(AppendError::Invalid("append_in does not seal personal fields: append them with submit"));
+        }
         append::prepare(&mut request)?;
         let mut answers = append::append_batch(&mut **tx, &[&request], &[0]).await?;
         answers.pop().unwrap_or(Err(AppendError::Invalid("no answer")))

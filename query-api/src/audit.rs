@@ -188,6 +188,8 @@ async fn stream_state(
     if let Some(at) = as_of.at {
         events.retain(|e| e.recorded_at <= at);
     }
+    // The state shows personal fields in clear while the customer's key exists, `null` once erased.
+    s.store.personal().reveal_recorded(&mut events).await.map_err(internal)?;
     let state = fold(stream.category, &events)?;
     let last = events.last();
     Ok(Json(StateAnswer { version: last.map_or(0, |e| e.version), recorded_at: last.map(|e| e.recorded_at), state })

@@ -19,6 +19,7 @@ mod log_stream;
 mod openapi;
 mod orders;
 pub mod params;
+mod personal;
 mod products;
 mod projections;
 mod sales;

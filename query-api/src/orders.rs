@@ -4,7 +4,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use ordo_projectors::Projection;
 use ordo_schemas::{OrderStatus, Role};
@@ -34,7 +33,9 @@ pub struct OrderView {
     #[schema(value_type = Vec<Object>)]
     pub lines: Value,
     pub total: MoneyView,
-    #[schema(value_type = Object)]
+    /// The customer's address for this order; `null` once the customer's personal data was
+    /// erased.
+    #[schema(value_type = Option<Object>)]
     pub shipping_address: Value,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -97,6 +98,14 @@ fn view(r: &PgRow) -> Result<OrderView, sqlx::Error> {
     })
 }
 
+/// The answer with each order's shipping address revealed: the read model keeps the sealed
+/// value the log holds, so it reads as `null` as soon as the customer's key is destroyed, cached
+/// or not, and after a rebuild too.
+async fn revealed(state: &AppState, entry: &Cached) -> Result<Cached, Problem> {
+    let body = crate::personal::reveal_orders(&state.pool, &entry.body).await?;
+    Ok(Cached { body, ..entry.clone() })
+}
+
 async fn wait(state: &AppState, p: &Params, headers: &HeaderMap) -> Result<Option<Outcome>, Problem> {
     match consistency::token(p, headers)? {
         Some(t) => consistency::wait(&state.pool, Projection::Orders, &t, state.consistency_wait).await.map(Some),
@@ -131,7 +140,7 @@ pub async fn one(
             }
             if cache::satisfies(Table::Orders, id, hit.version, token.as_ref()) {
                 return Ok(consistency::mark(
-                    hit.response(&headers),
+                    revealed(&state, &hit).await?.response(&headers),
                     token.map(|_| consistency::honoured_from_cache()),
                 ));
             }
@@ -155,7 +164,7 @@ pub async fn one(
     }
     let resp = match order {
         None => Problem::not_found("no such order").into_response(),
-        Some(order) if may_read(&principal, &order) => order.response(&headers),
+        Some(order) if may_read(&principal, &order) => revealed(&state, &order).await?.response(&headers),
         Some(_) => Problem::forbidden("this order is not yours").into_response(),
     };
     Ok(consistency::mark(resp, outcome))
@@ -252,7 +261,7 @@ async fn list(
     let hot = cache::no_parameters(&query, &headers);
     if hot {
         if let Some(hit) = state.cache.list(key) {
-            return Ok(hit.page());
+            return Ok(revealed(&state, &hit).await?.page());
         }
     }
     let ticket = state.cache.list_ticket(key);
@@ -299,9 +308,11 @@ async fn list(
     if hot {
         let body = serde_json::to_vec(&OrderPage { items, next_cursor }).map_err(internal)?;
         let entry = Cached { version: 0, body: body.into(), owners: None };
-        let resp = entry.page();
+        let resp = revealed(&state, &entry).await?.page();
         state.cache.fill_list(key, entry, ticket);
         return Ok(resp);
     }
-    Ok(consistency::mark(Json(OrderPage { items, next_cursor }).into_response(), outcome))
+    let body = serde_json::to_vec(&OrderPage { items, next_cursor }).map_err(internal)?;
+    let entry = Cached { version: 0, body: body.into(), owners: None };
+    Ok(consistency::mark(revealed(&state, &entry).await?.page(), outcome))
 }

@@ -68,6 +68,7 @@ fn command_schemas() -> Vec<(&'static str, Value)> {
     }
     commands!(
         RegisterCustomer,
+        EraseCustomer,
         RegisterMerchant,
         ListProduct,
         ChangePrice,

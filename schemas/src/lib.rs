@@ -14,6 +14,7 @@ pub mod event;
 pub mod events;
 pub mod json_schema;
 pub mod money;
+pub mod personal;
 pub mod status;
 pub mod values;
 
@@ -26,5 +27,6 @@ pub use events::{
     OrderEvent, OrderLine, ProductEvent, ProductListedV1, RejectedLine, StockAdjustmentReason,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use personal::{personal_fields, Personal, SealedField};
 pub use status::{OrderStatus, ProductStatus};
 pub use values::{Address, CountryCode, Email, FieldError, InvalidValue, Sku};

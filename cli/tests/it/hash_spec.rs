@@ -37,6 +37,8 @@ fn awkward(n: i64) -> NewEvent {
         event_type: "CustomerRegistered".into(),
         schema_version: 1,
         data: json!({
+            // a subject, so name and email are sealed: the export carries ciphertext beside clear text
+            "customer_id": Uuid::new_v4(),
             "name": format!("Zoë \"Z\" O'Brien\\{n}"),
             "email": "zoe@example.com",
             "notes": "tab\there, newline\nthere, bell\u{7}, del\u{7f}, line sep\u{2028}, emoji 😀, ñ, 漢字, </script>",

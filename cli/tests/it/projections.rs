@@ -160,7 +160,7 @@ async fn replay_names_exactly_the_corrupted_rows_and_a_rebuild_repairs_them() {
     assert_eq!(t["rm_merchant_daily_sales"]["key_columns"], json!(["merchant_id", "day", "currency"]));
 
     let text = ordo(&db, &["replay", "--projection", "orders"]);
-    assert_eq!(text.status.code(), Some(1));
+    assert_eq!(text.status.code(), Some(1), "{}", String::from_utf8_lossy(&text.stderr));
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("orders: replayed") && text.contains("DRIFT"), "{text}");
     assert!(text.contains(&paid.to_string()) && text.contains("status: live \"cancelled\" replay \"paid\""), "{text}");

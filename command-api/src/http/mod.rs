@@ -69,6 +69,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     let pool = state.commands.store().pool().clone();
     let api = Router::new()
         .route("/v1/customers", post(parties::register_customer))
+        .route("/v1/customers/{id}/erasure", post(parties::erase_customer))
         .route("/v1/merchants", post(parties::register_merchant))
         .route("/v1/products", post(products::list_product))
         .route("/v1/products/{id}/price", post(products::change_price))

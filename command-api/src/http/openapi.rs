@@ -122,6 +122,7 @@ impl Modify for BearerAuth {
     ),
     paths(
         parties::register_customer,
+        parties::erase_customer,
         parties::register_merchant,
         products::list_product,
         products::change_price,

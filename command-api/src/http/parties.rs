@@ -1,9 +1,10 @@
 //! `POST /v1/customers` and `POST /v1/merchants`: a customer or merchant registers as itself
 //! (id = token subject), an admin registers anyone (id from the body, or a new one).
+//! `POST /v1/customers/{id}/erasure`: the customer itself or an admin erases its personal data.
 
 use axum::extract::State;
 use axum::response::Response;
-use ordo_domain::limits::MAX_NAME;
+use ordo_domain::limits::{MAX_NAME, MAX_REASON};
 use ordo_schemas::{Email, RegisterCustomer, RegisterMerchant, Role};
 use ordo_service::{Principal, Problem};
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use ordo_commands::ReceiptKind;
 
-use super::extract::{respond, CommandMeta, RawCommand, ReadAt};
+use super::extract::{respond, CommandMeta, IdPath, RawCommand, ReadAt};
 use super::openapi::{Accepted, CommandErrors};
 use super::parse::{AddressDto, Fields};
 use super::AppState;
@@ -46,6 +47,16 @@ pub(crate) struct RegisterMerchantBody {
     /// 1 to 200 characters, not blank.
     #[schema(required = true, nullable = false, min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: Option<String>,
+}
+
+/// Erases a customer's personal data (GDPR Art. 17).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = EraseCustomerRequest)]
+pub(crate) struct EraseBody {
+    /// Why, 1 to 500 characters, not blank; recorded in the log in clear, so it must not hold
+    /// personal data (a ticket reference, say).
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 500, pattern = r"^[^\x00]*\S[^\x00]*$")]
+    reason: Option<String>,
 }
 
 /// The id a party registers under: itself, or for an admin the requested (or a new) id.
@@ -112,4 +123,30 @@ pub(crate) async fn register_merchant(
     let ctx = meta.context(&principal, &raw, ReceiptKind::Created);
     let outcome = app.commands.register_merchant(&ctx, command).await?;
     Ok(respond(outcome, ReceiptKind::Created, Some((&app.query_url, ReadAt::Merchant))))
+}
+
+#[utoipa::path(
+    post, path = "/v1/customers/{id}/erasure", tag = "customers",
+    request_body = EraseBody,
+    params(("id" = Uuid, Path, description = "customer id"), super::openapi::CommandHeaders),
+    responses((status = 200, description = "erased: the customer's key is destroyed and `PersonalDataErased` \
+               recorded; every personal field of the customer and its orders reads as `null` from now on",
+               body = Accepted, headers(("ETag" = String))), CommandErrors),
+    security(("bearer" = []))
+)]
+pub(crate) async fn erase_customer(
+    State(app): State<AppState>,
+    principal: Principal,
+    meta: CommandMeta,
+    IdPath(id): IdPath,
+    raw: RawCommand,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Customer, Role::Admin])?;
+    let body: EraseBody = raw.json().await?;
+    let mut f = Fields::new();
+    let reason = f.text("reason", body.reason, MAX_REASON);
+    let reason = f.finish(reason)?;
+    let ctx = meta.context(&principal, &raw, ReceiptKind::Done);
+    let outcome = app.commands.erase_customer(&ctx, id, reason).await?;
+    Ok(respond(outcome, ReceiptKind::Done, None))
 }

@@ -155,6 +155,13 @@ impl TestApp {
         self.db.store().read_stream(StreamRef::new(category, id), 1).await.unwrap()
     }
 
+    /// The stream's events with their personal fields revealed.
+    pub async fn revealed_events(&self, category: StreamCategory, id: Uuid) -> Vec<RecordedEvent> {
+        let mut events = self.events(category, id).await;
+        self.db.store().personal().reveal_recorded(&mut events).await.unwrap();
+        events
+    }
+
     pub async fn last_metadata(&self, category: StreamCategory, id: Uuid) -> EventMetadata {
         self.events(category, id).await.last().unwrap().typed_metadata().unwrap()
     }

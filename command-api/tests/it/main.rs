@@ -6,6 +6,7 @@
 mod concurrency;
 mod conventions;
 mod edge;
+mod erasure;
 mod helpers;
 mod idempotency;
 mod idp;

@@ -62,7 +62,7 @@ fn placed() -> OrderEvent {
         merchant_id: MERCHANT,
         lines: vec![order_line(&c.lines[0], eur(2000)), order_line(&c.lines[1], eur(500))],
         total: eur(2500),
-        shipping_address: address(),
+        shipping_address: address().into(),
     }
 }
 

@@ -8,6 +8,7 @@ mod commit_safe_reader;
 mod group_commit;
 mod integrity;
 mod kafka_settings;
+mod personal;
 mod relay;
 mod relay_pipeline;
 

@@ -495,3 +495,28 @@ async fn an_append_wakes_an_idle_relay_long_before_its_poll_interval() {
     eprintln!("relay | an append was published {:.1?} after it committed (poll interval 10 s)", appended.elapsed());
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_messages_carry_personal_fields_sealed_and_no_clear_value() {
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let relay = spawn_relay(db.store(), config(&broker, 100));
+    let customer = StreamRef::new(StreamCategory::Customer, Uuid::new_v4());
+    let email = format!("kafka-{}@example.com", Uuid::new_v4().simple());
+    let mut registered = event(1);
+    registered.event_type = "CustomerRegistered".into();
+    registered.data = serde_json::json!({
+        "customer_id": customer.id, "name": "Ada Lovelace", "email": email,
+        "shipping_address": {"line1": "Invalidenstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+    });
+    let id = registered.metadata.event_id;
+    db.store().append(customer, ExpectedVersion::NoStream, vec![registered]).await.unwrap();
+    db.store().personal().erase(customer.id).await.unwrap();
+
+    let got = consume_until(&broker.bootstrap(), &HashSet::from([id]), Duration::from_secs(60)).await;
+    let message = got.iter().find(|e| e.metadata.metadata.event_id == id).unwrap();
+    let text = serde_json::to_string(message).unwrap();
+    assert!(!text.contains(&email) && !text.contains("Lovelace") && !text.contains("Berlin"), "{text}");
+    assert_eq!(message.data["email"]["enc"], "v1");
+    relay.stop().await;
+}

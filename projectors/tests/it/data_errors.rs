@@ -35,7 +35,7 @@ fn placed(order_id: Uuid, merchant_id: Uuid, amount: i64) -> OrderEvent {
         merchant_id,
         lines: vec![line],
         total: eur(amount),
-        shipping_address: address(),
+        shipping_address: address().into(),
     }
 }
 

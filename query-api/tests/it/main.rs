@@ -7,6 +7,7 @@ mod authorization;
 mod cache;
 mod consistency;
 mod conventions;
+mod erasure;
 mod idp;
 mod log_feed;
 mod log_stream;

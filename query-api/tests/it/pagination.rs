@@ -29,7 +29,7 @@ async fn place(store: &EventStore, customer: Uuid, merchant: Uuid) -> Uuid {
         merchant_id: merchant,
         lines: vec![line],
         total: eur(500),
-        shipping_address: address(),
+        shipping_address: address().into(),
     };
     let meta = EventMetadata {
         event_id: Uuid::new_v4(),

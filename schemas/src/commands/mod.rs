@@ -7,7 +7,7 @@ mod merchant;
 mod order;
 mod product;
 
-pub use customer::{CustomerCommand, RegisterCustomer};
+pub use customer::{CustomerCommand, EraseCustomer, RegisterCustomer};
 pub use merchant::{MerchantCommand, RegisterMerchant};
 pub use order::{
     CancelOrder, ConfirmOrder, DeliverOrder, OrderCommand, PayOrder, PlaceOrder, PricedLine, RejectOrder, ShipOrder,

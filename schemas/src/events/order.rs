@@ -9,6 +9,7 @@ use super::{codec, EventTypeInfo};
 use crate::envelope::{Actor, StreamCategory};
 use crate::event::{DecodeError, DomainEvent};
 use crate::money::Money;
+use crate::personal::Personal;
 use crate::values::{Address, Sku};
 
 /// One line of a placed order, priced at placement time.
@@ -48,7 +49,8 @@ pub enum OrderEvent {
         lines: Vec<OrderLine>,
         /// Sum of the line totals.
         total: Money,
-        shipping_address: Address,
+        /// Personal: stored encrypted under the customer's key.
+        shipping_address: Personal<Address>,
     },
     /// Every line is reserved.
     OrderConfirmed {},

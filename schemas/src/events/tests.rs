@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::*;
 use crate::envelope::{Actor, Role};
 use crate::money::{Currency, Money};
+use crate::personal::Personal;
 use crate::values::{Address, CountryCode, Email, Sku};
 
 fn uuid() -> impl Strategy<Value = Uuid> {
@@ -42,9 +43,27 @@ fn actor() -> impl Strategy<Value = Actor> {
 }
 
 fn customer_event() -> impl Strategy<Value = CustomerEvent> {
-    (uuid(), text(), email(), address()).prop_map(|(customer_id, name, email, shipping_address)| {
-        CustomerEvent::CustomerRegistered { customer_id, name, email, shipping_address }
-    })
+    prop_oneof![
+        (uuid(), text(), email(), address()).prop_map(|(customer_id, name, email, shipping_address)| {
+            CustomerEvent::CustomerRegistered {
+                customer_id,
+                name: name.into(),
+                email: email.into(),
+                shipping_address: shipping_address.into(),
+            }
+        }),
+        uuid().prop_map(|customer_id| CustomerEvent::CustomerRegistered {
+            customer_id,
+            name: Personal::Erased,
+            email: Personal::Erased,
+            shipping_address: Personal::Erased,
+        }),
+        (uuid(), text(), actor()).prop_map(|(customer_id, reason, erased_by)| CustomerEvent::PersonalDataErased {
+            customer_id,
+            reason,
+            erased_by
+        }),
+    ]
 }
 
 fn merchant_event() -> impl Strategy<Value = MerchantEvent> {
@@ -98,7 +117,14 @@ fn order_event() -> impl Strategy<Value = OrderEvent> {
     prop_oneof![
         (uuid(), uuid(), uuid(), prop::collection::vec(order_line(), 1..4), money(), address()).prop_map(
             |(order_id, customer_id, merchant_id, lines, total, shipping_address)| {
-                OrderEvent::OrderPlaced { order_id, customer_id, merchant_id, lines, total, shipping_address }
+                OrderEvent::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    merchant_id,
+                    lines,
+                    total,
+                    shipping_address: shipping_address.into(),
+                }
             }
         ),
         Just(OrderEvent::OrderConfirmed {}),
@@ -253,7 +279,7 @@ fn payloads_that_break_the_schema_are_payload_errors() {
 #[test]
 fn the_type_list_names_every_category_once() {
     let all: Vec<EventTypeInfo> = event_types().collect();
-    assert_eq!(all.len(), 1 + 1 + 7 + 7);
+    assert_eq!(all.len(), 2 + 1 + 7 + 7);
     let mut names: Vec<&str> = all.iter().map(|t| t.event_type).collect();
     names.sort_unstable();
     names.dedup();

@@ -1,0 +1,53 @@
+//! Personal fields of read models revealed at answer time (ADR 0027): the `orders` projection
+//! keeps each order's shipping address sealed as the log holds it, and the answer shows it in
+//! clear while the customer's key exists, `null` once the key is destroyed.
+
+use axum::body::Bytes;
+use ordo_event_store::personal::{PersonalData, SealedSlot};
+use ordo_schemas::StreamCategory;
+use ordo_service::Problem;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::internal;
+
+/// The JSON body of one order or of a page of orders with every sealed shipping address
+/// revealed. A body without sealed values is returned as it is.
+pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<Bytes, Problem> {
+    if !body.windows(8).any(|w| w == b"\"enc\":\"v") {
+        return Ok(body.clone());
+    }
+    let mut doc: Value = serde_json::from_slice(body).map_err(internal)?;
+    {
+        let orders: Vec<&mut Value> = match doc.get_mut("items") {
+            Some(Value::Array(items)) => items.iter_mut().collect(),
+            _ => vec![&mut doc],
+        };
+        let mut slots = Vec::new();
+        for order in orders {
+            let Some(id) = order.get("id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
+                continue;
+            };
+            if let Some(value) = order.get_mut("shipping_address") {
+                slots.push(SealedSlot {
+                    category: StreamCategory::Order,
+                    stream_id: id,
+                    field: "shipping_address",
+                    value,
+                });
+            }
+        }
+        let problems = PersonalData::new(pool.clone()).reveal_slots(&mut slots).await.map_err(internal)?;
+        for problem in problems.into_iter().flatten() {
+            tracing::error!(field = %problem, "sealed value does not decrypt");
+        }
+        // a value that does not decrypt is not shown sealed either
+        for slot in &mut slots {
+            if ordo_schemas::SealedField::from_value(slot.value).is_some() {
+                *slot.value = Value::Null;
+            }
+        }
+    }
+    Ok(serde_json::to_vec(&doc).map_err(internal)?.into())
+}

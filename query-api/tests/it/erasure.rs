@@ -1,0 +1,85 @@
+//! Personal fields in answers: an order's shipping address reads in clear while the customer's
+//! key exists and as `null` once it is destroyed, cached or not; the read model holds only the
+//! sealed value.
+
+use std::time::Duration;
+
+use ordo_event_store::{ExpectedVersion, NewEvent};
+use ordo_projectors::testing::{address, eur, wait_caught_up};
+use ordo_schemas::{Actor, EventMetadata, OrderEvent, OrderLine, Role, Sku, StreamCategory, StreamRef};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::{admin, App};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_address_reads_in_clear_until_the_customer_is_erased_and_as_null_after() {
+    let app = App::spawn().await;
+    let store = app.db.store();
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    let line = OrderLine {
+        product_id: Uuid::new_v4(),
+        sku: Sku::parse("SKU-1").unwrap(),
+        name: "thing".into(),
+        quantity: 2,
+        unit_price: eur(500),
+        line_total: eur(1000),
+    };
+    let placed = OrderEvent::OrderPlaced {
+        order_id: order,
+        customer_id: customer,
+        merchant_id: Uuid::new_v4(),
+        lines: vec![line],
+        total: eur(1000),
+        shipping_address: address().into(),
+    };
+    let meta = EventMetadata {
+        event_id: Uuid::new_v4(),
+        correlation_id: Uuid::new_v4(),
+        causation_id: None,
+        actor: Actor { id: customer, role: Role::Customer },
+        traceparent: None,
+        tracestate: None,
+    };
+    let stream = StreamRef::new(StreamCategory::Order, order);
+    store.append(stream, ExpectedVersion::NoStream, vec![NewEvent::from_domain(&placed, meta)]).await.unwrap();
+    wait_caught_up(&app.db.pool, Duration::from_secs(30)).await;
+    let me = Some((Role::Customer, customer));
+    let one = format!("/v1/orders/{order}");
+    let list = format!("/v1/customers/{customer}/orders");
+
+    let body: Value = app.get(&one, me).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["shipping_address"]["city"], "Berlin", "{body}");
+    let page: Value = app.get(&list, me).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page["items"][0]["shipping_address"]["city"], "Berlin", "{page}");
+    let stored: Value = sqlx::query_scalar("SELECT shipping_address FROM rm_orders WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored["enc"], "v1", "the read model keeps the sealed value: {stored}");
+
+    store.personal().erase(customer).await.unwrap();
+
+    for _ in 0..2 {
+        // the second round answers from the cache
+        let body: Value = app.get(&one, me).send().await.unwrap().json().await.unwrap();
+        assert_eq!(body["shipping_address"], Value::Null, "{body}");
+        assert_eq!(body["total"], json!({"amount_minor": 1000, "currency": "EUR"}));
+        let page: Value = app.get(&list, me).send().await.unwrap().json().await.unwrap();
+        assert_eq!(page["items"][0]["shipping_address"], Value::Null, "{page}");
+    }
+    let state: Value =
+        app.get(&format!("/v1/audit/streams/order/{order}/state"), admin()).send().await.unwrap().json().await.unwrap();
+    let text = state.to_string();
+    assert!(!text.contains("Berlin"), "{text}");
+    let events: Value = app
+        .get(&format!("/v1/audit/streams/order/{order}/events"), admin())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][0]["data"]["shipping_address"]["enc"], "v1", "the audit log serves what is hashed");
+}
