@@ -27,7 +27,8 @@ pub const PROCESS: Process = Process {
     version,
     about = "operate an Ordo deployment",
     after_help = "Environment only, never printed:\n  ORDO_DATABASE_URL (or ORDO_CLI_DATABASE_URL): the Ordo database, default \
-                  postgres://postgres@127.0.0.1:5432/ordo\n  ORDO_JWT_SECRET: the HS256 secret of mint-token"
+                  postgres://postgres@127.0.0.1:5432/ordo\n  ORDO_JWT_SECRET: the HS256 secret of mint-token\n  ORDO_PERSONAL_DATA_KEK, \
+                  ORDO_PERSONAL_DATA_KEK_PREVIOUS: the key-encryption keys of personal data (migrate, export --decrypt)"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -45,7 +45,7 @@ pub const PROCESS: Process = Process {
         ("ORDO_APPEND_LOCK_TIMEOUT_MS", "APPEND_LOCK_TIMEOUT_MS"),
         ("ORDO_QUERY_PUBLIC_URL", "QUERY_PUBLIC_URL"),
     ],
-    secrets: &["DATABASE_URL", "JWT_SECRET"],
+    secrets: &["DATABASE_URL", "JWT_SECRET", "PERSONAL_DATA_KEK", "PERSONAL_DATA_KEK_PREVIOUS"],
 };
 
 /// The command API's defaults where they differ from the shared groups' (argument id, value).
@@ -115,6 +115,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("{0}")]
     Auth(#[from] AuthConfigError),
+    #[error("{0}")]
+    PersonalData(#[from] ordo_event_store::StoreError),
 }
 
 impl Config {
@@ -161,6 +163,7 @@ impl Config {
     /// As [`Config::from_args`].
     pub fn load() -> Result<Self, ConfigError> {
         let args = PROCESS.parse(DEFAULTS);
+        ordo_event_store::personal::check_environment()?;
         Self::from_args(args, PROCESS.database_url(), PROCESS.secret("JWT_SECRET").map(|s| s.expose().to_owned()))
     }
 }

@@ -72,6 +72,17 @@ impl Kek {
     }
 }
 
+/// Checks the KEK variables of this process at start, so a malformed one stops it with a clear
+/// message instead of failing the first append that seals a field.
+///
+/// # Errors
+/// [`StoreError::Config`] naming the variable that is not the base64 of 32 bytes.
+pub fn check_environment() -> Result<(), StoreError> {
+    Kek::from_env(KEK_VAR)?;
+    Kek::from_env(PREVIOUS_KEK_VAR)?;
+    Ok(())
+}
+
 /// The KEKs a process knows: the current one wraps, every one unwraps.
 #[derive(Debug)]
 struct Keyring {

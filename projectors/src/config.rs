@@ -19,7 +19,7 @@ pub const PROCESS: Process = Process {
         ("ORDO_PROJECTORS_GROUP", "GROUP_ID"),
         ("ORDO_PROJECTORS_DB_CONNECTIONS", "DB_MAX_CONNECTIONS"),
     ],
-    secrets: &["DATABASE_URL"],
+    secrets: &["DATABASE_URL", "PERSONAL_DATA_KEK", "PERSONAL_DATA_KEK_PREVIOUS"],
 };
 
 /// The projectors' defaults where they differ from the shared groups' (argument id, value).
@@ -94,10 +94,11 @@ impl Config {
     /// checked. `--help` and bad flags end the process as clap does.
     ///
     /// # Errors
-    /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves.
-    pub fn load() -> Result<Self, kafka::SettingsError> {
+    /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves; a malformed KEK.
+    pub fn load() -> anyhow::Result<Self> {
         let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url());
         kafka::check_environment()?;
+        ordo_event_store::personal::check_environment()?;
         Ok(config)
     }
 }

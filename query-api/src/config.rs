@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ordo_service::auth::AuthConfigError;
 use ordo_service::config::{DatabaseArgs, HttpArgs, Process, Secret};
 use ordo_service::http::Limits;
 use ordo_service::JwtKeys;
@@ -17,7 +16,7 @@ pub const PROCESS: Process = Process {
     binary: "query-api",
     prefix: "QUERY",
     deprecated: &[("DATABASE_URL", "DATABASE_URL"), ("ORDO_QUERY_DB_CONNECTIONS", "DB_MAX_CONNECTIONS")],
-    secrets: &["DATABASE_URL", "JWT_SECRET"],
+    secrets: &["DATABASE_URL", "JWT_SECRET", "PERSONAL_DATA_KEK", "PERSONAL_DATA_KEK_PREVIOUS"],
 };
 
 /// The query API's defaults where they differ from the shared groups' (argument id, value).
@@ -117,11 +116,12 @@ impl Config {
     /// Flags, environment and secrets. `--help` and bad flags end the process as clap does.
     ///
     /// # Errors
-    /// When tokens could not be verified: no secret and no JWKS URL, or a JWKS URL without an
-    /// issuer and audience.
-    pub fn load() -> Result<Self, AuthConfigError> {
+    /// When tokens could not be verified (no secret and no JWKS URL, or a JWKS URL without an
+    /// issuer and audience), or a KEK variable is malformed.
+    pub fn load() -> anyhow::Result<Self> {
         let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url(), PROCESS.secret("JWT_SECRET"));
         JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(Secret::expose))?;
+        ordo_event_store::personal::check_environment()?;
         Ok(config)
     }
 

@@ -21,7 +21,7 @@ pub const PROCESS: Process = Process {
     binary: "order-saga",
     prefix: "SAGA",
     deprecated: &[("DATABASE_URL", "DATABASE_URL"), ("KAFKA_BROKERS", "KAFKA_BROKERS")],
-    secrets: &["DATABASE_URL"],
+    secrets: &["DATABASE_URL", "PERSONAL_DATA_KEK", "PERSONAL_DATA_KEK_PREVIOUS"],
 };
 
 /// The saga's defaults where they differ from the shared groups' (argument id, value).
@@ -89,10 +89,11 @@ impl Config {
     /// checked. `--help` and bad flags end the process as clap does.
     ///
     /// # Errors
-    /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves.
-    pub fn load() -> Result<Self, kafka::SettingsError> {
+    /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves; a malformed KEK.
+    pub fn load() -> anyhow::Result<Self> {
         let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url());
         kafka::check_environment()?;
+        ordo_event_store::personal::check_environment()?;
         Ok(config)
     }
 }

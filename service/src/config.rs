@@ -43,11 +43,13 @@ pub const SHARED: &[&str] = &[
     "JWT_JWKS_CACHE_SECS",
     "JWT_JWKS_MIN_REFRESH_SECS",
     "EVENT_SIGNING_KEY",
+    "PERSONAL_DATA_KEK",
+    "PERSONAL_DATA_KEK_PREVIOUS",
     "RELAY_NAME",
 ];
 
 /// Settings that must be equal in every process and so exist only as `ORDO_<SETTING>`.
-pub const SHARED_ONLY: &[&str] = &["EVENT_SIGNING_KEY"];
+pub const SHARED_ONLY: &[&str] = &["EVENT_SIGNING_KEY", "PERSONAL_DATA_KEK", "PERSONAL_DATA_KEK_PREVIOUS"];
 
 /// A secret setting's value: never in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ fn help_lists_every_variable_and_prints_no_secret_even_when_they_are_set() {
         .env("ORDO_DATABASE_URL", "postgres://ordo:db-pa55word@db.internal/ordo")
         .env("DATABASE_URL", "postgres://ordo:old-pa55word@db.internal/ordo")
         .env("ORDO_JWT_SECRET", "jwt-s3cret-value")
+        .env("ORDO_PERSONAL_DATA_KEK", "kek-s3cret-value")
         .env("ORDO_COMMAND_ADDR", "127.0.0.1:18080")
         .output()
         .unwrap();
@@ -35,11 +36,12 @@ fn help_lists_every_variable_and_prints_no_secret_even_when_they_are_set() {
         "ORDO_COMMAND_JWT_ISSUER",
         "ORDO_COMMAND_DATABASE_URL or ORDO_DATABASE_URL",
         "ORDO_COMMAND_JWT_SECRET or ORDO_JWT_SECRET",
+        "ORDO_PERSONAL_DATA_KEK",
     ] {
         assert!(help.contains(name), "--help lacks {name}:\n{help}");
     }
     assert!(help.contains("127.0.0.1:18080"), "a non-secret value set in the environment is shown:\n{help}");
-    for secret in ["db-pa55word", "old-pa55word", "jwt-s3cret-value"] {
+    for secret in ["db-pa55word", "old-pa55word", "jwt-s3cret-value", "kek-s3cret-value"] {
         assert!(!help.contains(secret), "--help shows a secret:\n{help}");
     }
     assert!(!help.contains("--database-url") && !help.contains("--jwt-secret"), "secrets have no flag:\n{help}");
@@ -94,4 +96,17 @@ async fn names_of_the_earlier_release_still_work_with_a_warning_naming_the_new_o
     assert_eq!(big.status(), 413, "the old body-limit variable applies");
     let created = post(json!({"name": "Acme"})).await.unwrap();
     assert_eq!(created.status(), 201, "the old database variable applies (and --migrate from the environment)");
+}
+
+#[test]
+fn a_malformed_key_encryption_key_stops_the_process_at_start_without_printing_it() {
+    let out = Command::new(BIN)
+        .env("ORDO_DATABASE_URL", "postgres://postgres@127.0.0.1:1/unused")
+        .env("ORDO_JWT_SECRET", "x")
+        .env("ORDO_PERSONAL_DATA_KEK", "not-a-kek-s3cret")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("ORDO_PERSONAL_DATA_KEK") && !text.contains("not-a-kek-s3cret"), "{text}");
 }

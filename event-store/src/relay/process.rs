@@ -21,7 +21,7 @@ pub const PROCESS: Process = Process {
     binary: "event-relay",
     prefix: "RELAY",
     deprecated: &[("DATABASE_URL", "DATABASE_URL"), ("KAFKA_BROKERS", "KAFKA_BROKERS")],
-    secrets: &["DATABASE_URL", "EVENT_SIGNING_KEY"],
+    secrets: &["DATABASE_URL", "EVENT_SIGNING_KEY", "PERSONAL_DATA_KEK", "PERSONAL_DATA_KEK_PREVIOUS"],
 };
 
 /// The relay's defaults where they differ from the shared groups' (argument id, value).
@@ -95,8 +95,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error(transparent)]
     Kafka(#[from] kafka::SettingsError),
-    #[error("the event signing key: {0}")]
-    SigningKey(#[from] crate::StoreError),
+    #[error("{0}")]
+    Store(#[from] crate::StoreError),
 }
 
 impl Config {
@@ -127,6 +127,7 @@ impl Config {
         let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url());
         kafka::check_environment()?;
         crate::signing::SigningKey::from_env()?;
+        crate::personal::check_environment()?;
         Ok(config)
     }
 }
