@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use ordo_service::auth::AuthConfigError;
 pub use ordo_service::config::Secret;
-use ordo_service::config::{DatabaseArgs, HttpArgs, Process};
+use ordo_service::config::{DatabaseArgs, HttpArgs, Process, ProcessArgs};
 use ordo_service::http::Limits;
 use ordo_service::{AuthSettings, JwtKeys};
 
@@ -74,19 +74,9 @@ pub struct Args {
     pub auth: AuthSettings,
 }
 
-impl Args {
-    /// Parses flags given as command-line arguments (the first is the program name) with the
-    /// command API's defaults.
-    ///
-    /// # Errors
-    /// clap's error for an invalid flag or value.
-    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        PROCESS.try_parse_from(args, DEFAULTS)
-    }
+impl ProcessArgs for Args {
+    const PROCESS: Process = PROCESS;
+    const DEFAULTS: &'static [(&'static str, &'static str)] = DEFAULTS;
 }
 
 /// Everything [`crate::run`] needs.
@@ -123,7 +113,7 @@ impl Config {
     /// A configuration with every default, for tests and embedding: `database_url`, the HS256
     /// secret, an ephemeral port, and migrations applied at start.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
-        let args = Args::try_parse_from(["command-api", "--addr=127.0.0.1:0", "--migrate"]).expect("defaults parse");
+        let args = Args::parse_args(["command-api", "--addr=127.0.0.1:0", "--migrate"]).expect("defaults parse");
         Self::from_args(args, Secret::new(database_url), Some(jwt_secret.into())).expect("a secret is enough")
     }
 }
@@ -162,7 +152,7 @@ impl Config {
     /// # Errors
     /// As [`Config::from_args`].
     pub fn load() -> Result<Self, ConfigError> {
-        let args = PROCESS.parse(DEFAULTS);
+        let args = Args::load_args();
         ordo_event_store::personal::check_environment()?;
         Self::from_args(args, PROCESS.database_url(), PROCESS.secret("JWT_SECRET").map(|s| s.expose().to_owned()))
     }
@@ -175,7 +165,7 @@ mod tests {
     #[test]
     fn defaults_apply_and_the_secret_is_required_and_never_printed() {
         let url = || Secret::new("postgres://ordo:db-pa55@db/ordo");
-        let args = Args::try_parse_from(["command-api"]).unwrap();
+        let args = Args::parse_args(["command-api"]).unwrap();
         assert!(Config::from_args(args.clone(), url(), None).is_err());
         assert!(Config::from_args(args.clone(), url(), Some("  ".into())).is_err());
         let config = Config::from_args(args.clone(), url(), Some("s3cr3t-value".into())).unwrap();
@@ -186,7 +176,7 @@ mod tests {
         assert!(!format!("{config:?}").contains("db-pa55"));
         assert_eq!(config.query_public_url, "http://127.0.0.1:8081");
         assert!(!format!("{config:?}").contains("s3cr3t-value"));
-        let idp = Args::try_parse_from([
+        let idp = Args::parse_args([
             "command-api",
             "--jwt-jwks-url=https://idp.example/certs",
             "--jwt-issuer=https://idp.example",

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use ordo_event_store::kafka;
-use ordo_service::config::{DatabaseArgs, KafkaArgs, OpsArgs, Process, Secret};
+use ordo_service::config::{DatabaseArgs, KafkaArgs, OpsArgs, Process, ProcessArgs, Secret};
 
 /// The projectors among Ordo's processes: their variables are `ORDO_PROJECTORS_<SETTING>`.
 pub const PROCESS: Process = Process {
@@ -46,19 +46,9 @@ pub struct Args {
     pub kafka: KafkaArgs,
 }
 
-impl Args {
-    /// Parses flags given as command-line arguments (the first is the program name) with the
-    /// projectors' defaults.
-    ///
-    /// # Errors
-    /// clap's error for an invalid flag or value.
-    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        PROCESS.try_parse_from(args, DEFAULTS)
-    }
+impl ProcessArgs for Args {
+    const PROCESS: Process = PROCESS;
+    const DEFAULTS: &'static [(&'static str, &'static str)] = DEFAULTS;
 }
 
 /// Everything [`crate::run::run`] needs. The database URL is a [`Secret`].
@@ -96,7 +86,7 @@ impl Config {
     /// # Errors
     /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves; a malformed KEK.
     pub fn load() -> anyhow::Result<Self> {
-        let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url());
+        let config = Self::from_args(Args::load_args(), PROCESS.database_url());
         kafka::check_environment()?;
         ordo_event_store::personal::check_environment()?;
         Ok(config)

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ordo_service::config::{DatabaseArgs, HttpArgs, Process, Secret};
+use ordo_service::config::{DatabaseArgs, HttpArgs, Process, ProcessArgs, Secret};
 use ordo_service::http::Limits;
 use ordo_service::JwtKeys;
 
@@ -56,19 +56,9 @@ pub struct Args {
     pub auth: ordo_service::AuthSettings,
 }
 
-impl Args {
-    /// Parses flags given as command-line arguments (the first is the program name) with the
-    /// query API's defaults.
-    ///
-    /// # Errors
-    /// clap's error for an invalid flag or value.
-    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        PROCESS.try_parse_from(args, DEFAULTS)
-    }
+impl ProcessArgs for Args {
+    const PROCESS: Process = PROCESS;
+    const DEFAULTS: &'static [(&'static str, &'static str)] = DEFAULTS;
 }
 
 /// Everything [`crate::run`] needs. Secrets are [`Secret`]s: never in `Debug` output.
@@ -119,7 +109,7 @@ impl Config {
     /// When tokens could not be verified (no secret and no JWKS URL, or a JWKS URL without an
     /// issuer and audience), or a KEK variable is malformed.
     pub fn load() -> anyhow::Result<Self> {
-        let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url(), PROCESS.secret("JWT_SECRET"));
+        let config = Self::from_args(Args::load_args(), PROCESS.database_url(), PROCESS.secret("JWT_SECRET"));
         JwtKeys::new(&config.auth, config.jwt_secret.as_ref().map(Secret::expose))?;
         ordo_event_store::personal::check_environment()?;
         Ok(config)
@@ -128,7 +118,7 @@ impl Config {
     /// Defaults for everything but the secret and the database, an ephemeral port and
     /// migrations at start (for tests and embedding).
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
-        let args = Args::try_parse_from(["query-api", "--addr=127.0.0.1:0", "--migrate"]).expect("defaults parse");
+        let args = Args::parse_args(["query-api", "--addr=127.0.0.1:0", "--migrate"]).expect("defaults parse");
         Self::from_args(args, Secret::new(database_url), Some(Secret::new(jwt_secret)))
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ordo_commands::CommandService;
 use ordo_event_store::{connect, kafka, EventStore};
-use ordo_service::config::{DatabaseArgs, KafkaArgs, OpsArgs, Process, Secret};
+use ordo_service::config::{DatabaseArgs, KafkaArgs, OpsArgs, Process, ProcessArgs, Secret};
 use ordo_service::ops;
 use ordo_service::shutdown::Shutdown;
 
@@ -48,19 +48,9 @@ pub struct Args {
     pub kafka: KafkaArgs,
 }
 
-impl Args {
-    /// Parses flags given as command-line arguments (the first is the program name) with the
-    /// saga's defaults.
-    ///
-    /// # Errors
-    /// clap's error for an invalid flag or value.
-    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        PROCESS.try_parse_from(args, DEFAULTS)
-    }
+impl ProcessArgs for Args {
+    const PROCESS: Process = PROCESS;
+    const DEFAULTS: &'static [(&'static str, &'static str)] = DEFAULTS;
 }
 
 /// Everything [`run`] needs. The database URL is a [`Secret`].
@@ -91,7 +81,7 @@ impl Config {
     /// # Errors
     /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves; a malformed KEK.
     pub fn load() -> anyhow::Result<Self> {
-        let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url());
+        let config = Self::from_args(Args::load_args(), PROCESS.database_url());
         kafka::check_environment()?;
         ordo_event_store::personal::check_environment()?;
         Ok(config)

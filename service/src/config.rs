@@ -219,6 +219,32 @@ impl Process {
     }
 }
 
+/// A process's flags with the process they belong to and its defaults: parsing binds every flag
+/// to its variables ([`Process::command`]).
+pub trait ProcessArgs: CommandFactory + FromArgMatches + Sized {
+    /// The process these flags configure.
+    const PROCESS: Process;
+    /// The process's defaults where they differ from the shared groups' (argument id, value).
+    const DEFAULTS: &'static [(&'static str, &'static str)];
+
+    /// The command line and the environment of this process; see [`Process::parse`].
+    fn load_args() -> Self {
+        Self::PROCESS.parse(Self::DEFAULTS)
+    }
+
+    /// Flags given as arguments (the first is the program name) with the process's defaults.
+    ///
+    /// # Errors
+    /// clap's error for an invalid flag or value.
+    fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Self::PROCESS.try_parse_from(args, Self::DEFAULTS)
+    }
+}
+
 fn warn_deprecated(source: &Source) {
     if let Some(instead) = &source.instead_of {
         tracing::warn!(

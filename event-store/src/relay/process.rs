@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use ordo_service::config::{DatabaseArgs, KafkaArgs, OpsArgs, Process, Secret};
+use ordo_service::config::{DatabaseArgs, KafkaArgs, OpsArgs, Process, ProcessArgs, Secret};
 use ordo_service::ops;
 use ordo_service::shutdown::Shutdown;
 
@@ -66,19 +66,9 @@ pub struct Args {
     pub kafka: KafkaArgs,
 }
 
-impl Args {
-    /// Parses flags given as command-line arguments (the first is the program name) with the
-    /// relay's defaults.
-    ///
-    /// # Errors
-    /// clap's error for an invalid flag or value.
-    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        PROCESS.try_parse_from(args, DEFAULTS)
-    }
+impl ProcessArgs for Args {
+    const PROCESS: Process = PROCESS;
+    const DEFAULTS: &'static [(&'static str, &'static str)] = DEFAULTS;
 }
 
 /// Everything [`run`] needs. The database URL is a [`Secret`].
@@ -124,7 +114,7 @@ impl Config {
     /// An `ORDO_KAFKA_*` property that librdkafka refuses or Ordo reserves; a signing key that
     /// is too short.
     pub fn load() -> Result<Self, ConfigError> {
-        let config = Self::from_args(PROCESS.parse(DEFAULTS), PROCESS.database_url());
+        let config = Self::from_args(Args::load_args(), PROCESS.database_url());
         kafka::check_environment()?;
         crate::signing::SigningKey::from_env()?;
         crate::personal::check_environment()?;
