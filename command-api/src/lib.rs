@@ -2,7 +2,7 @@
 //!
 //! - [`CommandService`] (crate `ordo-commands`, re-exported here) runs commands without HTTP;
 //!   the order saga and the CLI use that crate directly.
-//! - [`router`] is the HTTP API of `/work/shared/API.md` (command half) with `/healthz`,
+//! - [`router`] is the HTTP API of the HTTP contract (command half; `GET /openapi.json` serves it) with `/healthz`,
 //!   `/readyz`, `/metrics` and `/openapi.json`; [`run`] serves it until shutdown, [`serve`] on a
 //!   listener of the caller's.
 //!
