@@ -2,8 +2,8 @@
 //!
 //! - [`CommandService`] (crate `ordo-commands`, re-exported here) runs commands without HTTP;
 //!   the order saga and the CLI use that crate directly.
-//! - [`router`] is the HTTP API of the HTTP contract (command half; `GET /openapi.json` serves it) with `/healthz`,
-//!   `/readyz`, `/metrics` and `/openapi.json`; [`run`] serves it until shutdown, [`serve`] on a
+//! - [`router`] is the command half of Ordo's HTTP contract, with `/healthz`, `/readyz`,
+//!   `/metrics` and `/openapi.json` (the contract as OpenAPI); [`run`] serves it until shutdown, [`serve`] on a
 //!   listener of the caller's.
 //!
 //! Metrics: `ordo_commands_total{command,outcome}`, `ordo_command_duration_seconds{command}`,
