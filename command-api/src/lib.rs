@@ -3,8 +3,8 @@
 //! - [`CommandService`] (crate `ordo-commands`, re-exported here) runs commands without HTTP;
 //!   the order saga and the CLI use that crate directly.
 //! - [`router`] is the command half of Ordo's HTTP contract, with `/healthz`, `/readyz`,
-//!   `/metrics` and `/openapi.json` (the contract as OpenAPI); [`run`] serves it until shutdown, [`serve`] on a
-//!   listener of the caller's.
+//!   `/metrics` and `/openapi.json` (the contract as OpenAPI); [`run`] serves it until
+//!   shutdown, [`serve`] on a listener of the caller's.
 //!
 //! Metrics: `ordo_commands_total{command,outcome}`, `ordo_command_duration_seconds{command}`,
 //! `ordo_append_conflicts_total`, `ordo_command_retries_total{command}`, plus the HTTP request
