@@ -13,11 +13,13 @@ use uuid::Uuid;
 use crate::internal;
 
 /// The JSON body of one order or of a page of orders with every sealed shipping address
-/// revealed. A body without sealed values is returned as it is.
-pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<Bytes, Problem> {
+/// revealed, and whether a sealed value read as `null` (its key destroyed, or it does not
+/// decrypt). A body without sealed values is returned as it is, without reading any key.
+pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<(Bytes, bool), Problem> {
     if !body.windows(8).any(|w| w == b"\"enc\":\"v") {
-        return Ok(body.clone());
+        return Ok((body.clone(), false));
     }
+    let mut erased = false;
     let mut doc: Value = serde_json::from_slice(body).map_err(internal)?;
     {
         let orders: Vec<&mut Value> = match doc.get_mut("items") {
@@ -47,7 +49,8 @@ pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<Bytes, 
             if ordo_schemas::SealedField::from_value(slot.value).is_some() {
                 *slot.value = Value::Null;
             }
+            erased |= slot.value.is_null();
         }
     }
-    Ok(serde_json::to_vec(&doc).map_err(internal)?.into())
+    Ok((serde_json::to_vec(&doc).map_err(internal)?.into(), erased))
 }

@@ -12,9 +12,8 @@ use uuid::Uuid;
 
 use crate::{admin, App};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orders_address_reads_in_clear_until_the_customer_is_erased_and_as_null_after() {
-    let app = App::spawn().await;
+/// Appends an order of a new customer, with its address sealed, and waits for the projection.
+async fn placed_order(app: &App) -> (Uuid, Uuid) {
     let store = app.db.store();
     let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
     let line = OrderLine {
@@ -44,6 +43,14 @@ async fn an_orders_address_reads_in_clear_until_the_customer_is_erased_and_as_nu
     let stream = StreamRef::new(StreamCategory::Order, order);
     store.append(stream, ExpectedVersion::NoStream, vec![NewEvent::from_domain(&placed, meta)]).await.unwrap();
     wait_caught_up(&app.db.pool, Duration::from_secs(30)).await;
+    (customer, order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_address_reads_in_clear_until_the_customer_is_erased_and_as_null_after() {
+    let app = App::spawn().await;
+    let store = app.db.store();
+    let (customer, order) = placed_order(&app).await;
     let me = Some((Role::Customer, customer));
     let one = format!("/v1/orders/{order}");
     let list = format!("/v1/customers/{customer}/orders");
@@ -82,4 +89,38 @@ async fn an_orders_address_reads_in_clear_until_the_customer_is_erased_and_as_nu
         .await
         .unwrap();
     assert_eq!(events["events"][0]["data"]["shipping_address"]["enc"], "v1", "the audit log serves what is hashed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_taken_before_the_erasure_no_longer_matches_after_it() {
+    let app = App::spawn().await;
+    let (customer, order) = placed_order(&app).await;
+    let me = Some((Role::Customer, customer));
+    let one = format!("/v1/orders/{order}");
+
+    let first = app.get(&one, me).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, "\"1\"");
+    // an unchanged order still answers 304, from the database path and then from the cache
+    for _ in 0..2 {
+        let resp = app.get(&one, me).header("If-None-Match", &etag).send().await.unwrap();
+        assert_eq!(resp.status(), 304);
+    }
+
+    app.db.store().personal().erase(customer).await.unwrap();
+
+    for _ in 0..2 {
+        // the second round answers from the cache
+        let resp = app.get(&one, me).header("If-None-Match", &etag).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "the answer changed: the address is gone");
+        let erased = resp.headers()["etag"].to_str().unwrap().to_owned();
+        assert_eq!(erased, "\"1-erased\"");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["shipping_address"], Value::Null, "{body}");
+        assert_eq!(body["version"], 1);
+        let again = app.get(&one, me).header("If-None-Match", &erased).send().await.unwrap();
+        assert_eq!(again.status(), 304, "the erased answer is cacheable in its turn");
+    }
+    app.stop().await;
 }
