@@ -43,7 +43,8 @@ pub struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub rejection: Option<Value>,
-    /// `{amount, payment_reference, paid_at}` once paid.
+    /// `{amount, payment_reference, paid_at}` once paid; `payment_reference` is `null` once the
+    /// customer's personal data was erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub payment: Option<Value>,
@@ -51,7 +52,8 @@ pub struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub shipment: Option<Value>,
-    /// `{reason, cancelled_by, cancelled_at}` when cancelled.
+    /// `{reason, cancelled_by, cancelled_at}` when cancelled; `reason` is `null` once the
+    /// customer's personal data was erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub cancellation: Option<Value>,

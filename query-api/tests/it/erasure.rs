@@ -124,3 +124,67 @@ async fn an_etag_taken_before_the_erasure_no_longer_matches_after_it() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_payment_reference_and_cancellation_reason_read_in_clear_until_the_erasure_and_as_null_after() {
+    let app = App::spawn().await;
+    let store = app.db.store();
+    let (customer, order) = placed_order(&app).await;
+    let meta = || EventMetadata {
+        event_id: Uuid::new_v4(),
+        correlation_id: Uuid::new_v4(),
+        causation_id: None,
+        actor: Actor { id: customer, role: Role::Customer },
+        traceparent: None,
+        tracestate: None,
+    };
+    let stream = StreamRef::new(StreamCategory::Order, order);
+    let reference = format!("ref-{}", Uuid::new_v4().simple());
+    let reason = format!("reason-{}", Uuid::new_v4().simple());
+    let events = [
+        OrderEvent::OrderConfirmed {},
+        OrderEvent::OrderPaid { amount: eur(1000), payment_reference: reference.clone().into() },
+        OrderEvent::OrderCancelled {
+            reason: reason.clone().into(),
+            cancelled_by: Actor { id: customer, role: Role::Customer },
+        },
+    ];
+    // appended apart from the OrderPlaced: the store finds the order's customer in the log
+    let events = events.iter().map(|e| NewEvent::from_domain(e, meta())).collect();
+    store.append(stream, ExpectedVersion::Exact(1), events).await.unwrap();
+    wait_caught_up(&app.db.pool, Duration::from_secs(30)).await;
+    let me = Some((Role::Customer, customer));
+    let one = format!("/v1/orders/{order}");
+
+    let body: Value = app.get(&one, me).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["payment"]["payment_reference"], json!(reference), "{body}");
+    assert_eq!(body["cancellation"]["reason"], json!(reason), "{body}");
+    for text in [&reference, &reason] {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%') \
+             + (SELECT count(*) FROM rm_orders WHERE payment::text LIKE '%' || $1 || '%' \
+                OR cancellation::text LIKE '%' || $1 || '%')",
+        )
+        .bind(text)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(n, 0, "{text} is stored in clear");
+    }
+
+    store.personal().erase(customer).await.unwrap();
+
+    for _ in 0..2 {
+        let body: Value = app.get(&one, me).send().await.unwrap().json().await.unwrap();
+        assert_eq!(body["payment"]["payment_reference"], Value::Null, "{body}");
+        assert_eq!(body["payment"]["amount"]["amount_minor"], 1000, "{body}");
+        assert_eq!(body["cancellation"]["reason"], Value::Null, "{body}");
+        assert_eq!(body["cancellation"]["cancelled_by"]["role"], "customer", "{body}");
+        assert_eq!(body["status"], "cancelled");
+    }
+    let state: Value =
+        app.get(&format!("/v1/audit/streams/order/{order}/state"), admin()).send().await.unwrap().json().await.unwrap();
+    let text = state.to_string();
+    assert!(!text.contains(&reference) && !text.contains(&reason), "{text}");
+    app.stop().await;
+}
