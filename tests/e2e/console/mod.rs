@@ -197,7 +197,7 @@ async fn awkward_stream(stack: &Stack) -> Uuid {
             event_type: "CustomerRegistered".into(),
             schema_version: 1,
             data: json!({
-                "name": format!("Zoë \"Z\" O'Brien \\ {n}"),
+                "label": format!("Zoë \"Z\" O'Brien \\ {n}"),
                 "notes": "tab\there\nnewline, bell\u{7}, del\u{7f}, line sep\u{2028}, 😀, 漢字, </script>",
                 "z": {"b": [3, -2, 0, null, true, false], "a": {"y": "", "X": 9_007_199_254_740_991_i64}},
                 "Alpha": n,
