@@ -20,7 +20,8 @@ use crate::limits::{MAX_NAME, MAX_QUANTITY, MAX_REASON, MAX_REFERENCE, MIN_QUANT
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
     pub amount: Money,
-    pub payment_reference: String,
+    /// Personal (free text): sealed, or erased, unless revealed.
+    pub payment_reference: Personal<String>,
 }
 
 /// The shipment of an order.
@@ -33,7 +34,8 @@ pub struct Shipment {
 /// Why and by whom an order was cancelled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancellation {
-    pub reason: String,
+    /// Personal (free text): sealed, or erased, unless revealed.
+    pub reason: Personal<String>,
     pub cancelled_by: Actor,
 }
 
@@ -174,7 +176,7 @@ fn decide_existing(s: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEv
             if c.amount != s.total {
                 return Err(DomainError::AmountMismatch { expected: s.total, actual: c.amount });
             }
-            Ok(vec![OrderEvent::OrderPaid { amount: c.amount, payment_reference: c.payment_reference.clone() }])
+            Ok(vec![OrderEvent::OrderPaid { amount: c.amount, payment_reference: c.payment_reference.clone().into() }])
         }
         OrderCommand::ShipOrder(c) => {
             let errors = [
@@ -201,7 +203,7 @@ fn decide_existing(s: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEv
             if !status.is_cancellable() {
                 return Err(invalid("cancel", status));
             }
-            Ok(vec![OrderEvent::OrderCancelled { reason: c.reason.clone(), cancelled_by: c.by }])
+            Ok(vec![OrderEvent::OrderCancelled { reason: c.reason.clone().into(), cancelled_by: c.by }])
         }
     }
 }

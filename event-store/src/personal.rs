@@ -193,11 +193,59 @@ impl PersonalData {
         self.keyring.get_or_try_init(|| Keyring::load(&self.pool)).await
     }
 
-    /// Seals the personal fields of every event in `requests`, in place. Answers, per request,
-    /// why it cannot be appended: its customer's data was erased, or the payload names no
-    /// customer. Every request is refused when the keys cannot be read.
+    /// Seals the personal fields of every event in `requests`, in place. The data subject is the
+    /// payload's `customer_id`, or for an order event without one (free text) the customer of
+    /// the order, read from its `OrderPlaced`. Answers, per request, why it cannot be appended:
+    /// its customer's data was erased, or no customer is known for the event. Free text of an
+    /// order whose customer was erased is written as `null` (erased) instead: the order's
+    /// lifecycle goes on without it. Every request is refused when the keys cannot be read.
     pub(crate) async fn seal_requests(&self, requests: &mut [AppendRequest]) -> Vec<Option<AppendError>> {
         let mut refused: Vec<Option<AppendError>> = requests.iter().map(|_| None).collect();
+        let mut orders = HashMap::new();
+        let mut unknown_orders = HashSet::new();
+        for request in requests.iter() {
+            for append in request.appends.iter().filter(|a| a.stream.category == StreamCategory::Order) {
+                for event in &append.events {
+                    if let Some(s) = subject_of(&event.data) {
+                        orders.insert(append.stream.id, s);
+                    }
+                }
+            }
+        }
+        for request in requests.iter() {
+            for append in &request.appends {
+                for event in &append.events {
+                    let fields = personal_fields(append.stream.category, &event.event_type);
+                    let sealing = fields.iter().any(|f| needs_sealing(event.data.get(f.as_str())));
+                    if sealing
+                        && subject_of(&event.data).is_none()
+                        && append.stream.category == StreamCategory::Order
+                        && !orders.contains_key(&append.stream.id)
+                    {
+                        unknown_orders.insert(append.stream.id);
+                    }
+                }
+            }
+        }
+        if !unknown_orders.is_empty() {
+            match self.order_customers(&unknown_orders.into_iter().collect::<Vec<_>>()).await {
+                Ok(found) => orders.extend(found),
+                Err(e) => {
+                    tracing::error!(error = %e, "customers of orders not available");
+                    return requests
+                        .iter()
+                        .map(|_| Some(AppendError::Unavailable("personal data keys".into())))
+                        .collect();
+                }
+            }
+        }
+        let subject_for = |stream: crate::StreamRef, data: &Value| -> Option<(Uuid, bool)> {
+            match subject_of(data) {
+                Some(s) => Some((s, false)),
+                None if stream.category == StreamCategory::Order => orders.get(&stream.id).map(|s| (*s, true)),
+                None => None,
+            }
+        };
         let mut subjects = HashSet::new();
         for (request, refusal) in requests.iter().zip(refused.iter_mut()) {
             for append in &request.appends {
@@ -206,11 +254,15 @@ impl PersonalData {
                     if !fields.iter().any(|f| needs_sealing(event.data.get(f.as_str()))) {
                         continue;
                     }
-                    match subject_of(&event.data) {
-                        Some(s) => {
+                    match subject_for(append.stream, &event.data) {
+                        Some((s, _)) => {
                             subjects.insert(s);
                         }
-                        None => *refusal = Some(AppendError::Invalid("personal fields need the payload's customer_id")),
+                        None => {
+                            *refusal = Some(AppendError::Invalid(
+                                "personal fields need the customer_id of the payload or order",
+                            ))
+                        }
                     }
                 }
             }
@@ -233,7 +285,7 @@ impl PersonalData {
                 let stream = append.stream;
                 for event in &mut append.events {
                     let fields = personal_fields(stream.category, &event.event_type);
-                    let Some(subject) = subject_of(&event.data) else { continue };
+                    let Some((subject, of_order)) = subject_for(stream, &event.data) else { continue };
                     for field in fields {
                         let Some(value) = event.data.get_mut(field.as_str()) else { continue };
                         if !needs_sealing(Some(value)) {
@@ -244,6 +296,7 @@ impl PersonalData {
                                 let aad = seal::field_aad(stream.category, stream.id, field);
                                 *value = seal::seal_value(key, *kid, value, &aad);
                             }
+                            _ if of_order => *value = Value::Null,
                             _ => *refusal = Some(AppendError::SubjectErased(subject)),
                         }
                     }
@@ -251,6 +304,21 @@ impl PersonalData {
             }
         }
         refused
+    }
+
+    /// The customer of each order in `orders` that was placed, read from its `OrderPlaced`.
+    async fn order_customers(&self, orders: &[Uuid]) -> Result<HashMap<Uuid, Uuid>, StoreError> {
+        let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT stream_id, data ->> 'customer_id' FROM events \
+             WHERE category = 'order' AND stream_id = ANY($1) AND version = 1 AND event_type = 'OrderPlaced'",
+        )
+        .bind(orders)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(order, customer)| Some((order, Uuid::parse_str(customer.as_deref()?).ok()?)))
+            .collect())
     }
 
     /// The keys of `subjects`, made now for subjects that have none yet.

@@ -272,7 +272,7 @@ pub async fn diff_against_fold(pool: &PgPool, w: &Workload) -> Vec<String> {
             s.status.as_str().to_owned(),
             s.total.amount_minor,
             version,
-            s.payment.as_ref().map(|p| Value::from(p.payment_reference.clone())),
+            s.payment.as_ref().map(|p| serde_json::to_value(&p.payment_reference).unwrap_or_default()),
             s.shipment.as_ref().map(|p| Value::from(p.tracking_number.clone())),
             serde_json::to_value(&s.lines).unwrap(),
         );

@@ -134,7 +134,7 @@ async function render(id, fromLog, summary, timeline) {
     ['total', money(order.total)],
     ['lines', order.lines.map((l) => `${l.quantity} × ${l.name} (${l.sku})`).join(', ')],
   ])));
-  const steps = fromLog ? await stepsFromLog(id) : stepsFromReadModel(order);
+  const steps = fromLog ? await stepsFromLog(id, order) : stepsFromReadModel(order);
   clear(timeline);
   for (const [key, title] of STEPS) {
     const step = steps[key];
@@ -154,20 +154,28 @@ async function render(id, fromLog, summary, timeline) {
   }
 }
 
-function describeStep(e) {
+// A personal field as shown: the log holds it sealed, so the order's answer (where the query API
+// revealed it) gives the value; null once the customer's personal data was erased.
+function personal(v) {
+  if (v === null || v === undefined) return '(erased)';
+  return typeof v === 'object' ? '(sealed)' : v;
+}
+
+function describeStep(e, order) {
   const d = e.data || {};
+  const o = order || {};
   switch (e.type) {
     case 'OrderPlaced': return `${(d.lines || []).length} lines, total ${money(d.total)}`;
     case 'OrderRejected': return (d.failed_lines || []).map((l) => `${l.product_id}: ${l.reason} (requested ${l.requested}, available ${l.available})`).join('; ');
-    case 'OrderPaid': return `${money(d.amount)}, reference ${d.payment_reference}`;
+    case 'OrderPaid': return `${money(d.amount)}, reference ${personal(o.payment ? o.payment.payment_reference : d.payment_reference)}`;
     case 'OrderShipped': return `${d.carrier}, tracking ${d.tracking_number}`;
-    case 'OrderCancelled': return `${d.reason} (by ${d.cancelled_by ? d.cancelled_by.role : 'unknown'})`;
+    case 'OrderCancelled': return `${personal(o.cancellation ? o.cancellation.reason : d.reason)} (by ${d.cancelled_by ? d.cancelled_by.role : 'unknown'})`;
     case 'StockReserved': return `${d.quantity} reserved of product ${e.stream_id}`;
     default: return '';
   }
 }
 
-async function stepsFromLog(id) {
+async function stepsFromLog(id, order) {
   const { events } = await api(`/v1/audit/streams/order/${encodeURIComponent(id)}/events`);
   const correlations = [...new Set(events.map((e) => e.metadata.correlation_id))];
   const related = [];
@@ -181,7 +189,7 @@ async function stepsFromLog(id) {
     if (!step) continue;
     const s = (steps[step[0]] ||= { at: e.metadata.recorded_at, events: [], text: '' });
     s.events.push(e);
-    const text = describeStep(e);
+    const text = describeStep(e, order);
     if (text) s.text = s.text ? `${s.text}; ${text}` : text;
   }
   return steps;
@@ -194,9 +202,9 @@ function stepsFromReadModel(o) {
   if (reached !== undefined) after.slice(0, reached + 1).forEach((k) => { steps[k] = { at: null, text: '' }; });
   if (o.status !== 'pending' && o.status !== 'rejected') steps.reserved = { at: null, text: '' };
   if (o.rejection) steps.rejected = { at: o.rejection.rejected_at, text: (o.rejection.failed_lines || []).map((l) => `${l.product_id}: ${l.reason}`).join('; ') };
-  if (o.payment) steps.paid = { at: o.payment.paid_at, text: `${money(o.payment.amount)}, reference ${o.payment.payment_reference}` };
+  if (o.payment) steps.paid = { at: o.payment.paid_at, text: `${money(o.payment.amount)}, reference ${personal(o.payment.payment_reference)}` };
   if (o.shipment) steps.shipped = { at: o.shipment.shipped_at, text: `${o.shipment.carrier}, tracking ${o.shipment.tracking_number}` };
   if (o.delivered_at) steps.delivered = { at: o.delivered_at, text: '' };
-  if (o.cancellation) steps.cancelled = { at: o.cancellation.cancelled_at, text: o.cancellation.reason };
+  if (o.cancellation) steps.cancelled = { at: o.cancellation.cancelled_at, text: personal(o.cancellation.reason) };
   return steps;
 }

@@ -22,7 +22,7 @@ use ordo_projectors::Projection;
 use ordo_schemas::ConsistencyToken;
 use uuid::Uuid;
 
-use crate::params::etag_response;
+use crate::params::{etag_response, tagged_response};
 
 /// Shards of the generation counters per table.
 const SHARDS: usize = 64;
@@ -40,6 +40,16 @@ impl Cached {
     /// The 200 (or 304 when `If-None-Match` names the version) this entry answers.
     pub fn response(&self, headers: &HeaderMap) -> Response {
         etag_response(headers, self.version, self.page())
+    }
+
+    /// As [`Cached::response`], with the ETag marked `-erased` when `erased`: an answer in which
+    /// a sealed personal field reads as `null` because its key was destroyed differs from the
+    /// one a client cached while it was revealed, at the same stream version.
+    pub fn response_revealed(&self, headers: &HeaderMap, erased: bool) -> Response {
+        if !erased {
+            return self.response(headers);
+        }
+        tagged_response(headers, format!("\"{}-erased\"", self.version), self.page())
     }
 
     /// The body as a 200 without an ETag (list pages).

@@ -43,7 +43,8 @@ pub struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub rejection: Option<Value>,
-    /// `{amount, payment_reference, paid_at}` once paid.
+    /// `{amount, payment_reference, paid_at}` once paid; `payment_reference` is `null` once the
+    /// customer's personal data was erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub payment: Option<Value>,
@@ -51,7 +52,8 @@ pub struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub shipment: Option<Value>,
-    /// `{reason, cancelled_by, cancelled_at}` when cancelled.
+    /// `{reason, cancelled_by, cancelled_at}` when cancelled; `reason` is `null` once the
+    /// customer's personal data was erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub cancellation: Option<Value>,
@@ -100,10 +102,17 @@ fn view(r: &PgRow) -> Result<OrderView, sqlx::Error> {
 
 /// The answer with each order's shipping address revealed: the read model keeps the sealed
 /// value the log holds, so it reads as `null` as soon as the customer's key is destroyed, cached
-/// or not, and after a rebuild too.
-async fn revealed(state: &AppState, entry: &Cached) -> Result<Cached, Problem> {
-    let body = crate::personal::reveal_orders(&state.pool, &entry.body).await?;
-    Ok(Cached { body, ..entry.clone() })
+/// or not, and after a rebuild too. Also answers whether a sealed value read as `null`.
+async fn revealed(state: &AppState, entry: &Cached) -> Result<(Cached, bool), Problem> {
+    let (body, erased) = crate::personal::reveal_orders(&state.pool, &entry.body).await?;
+    Ok((Cached { body, ..entry.clone() }, erased))
+}
+
+/// One order's answer: its ETag is the stream version, marked `-erased` when a personal field
+/// reads as `null`, so a client that cached the revealed answer does not get a 304 for it.
+async fn answer(state: &AppState, entry: &Cached, headers: &HeaderMap) -> Result<Response, Problem> {
+    let (shown, erased) = revealed(state, entry).await?;
+    Ok(shown.response_revealed(headers, erased))
 }
 
 async fn wait(state: &AppState, p: &Params, headers: &HeaderMap) -> Result<Option<Outcome>, Problem> {
@@ -140,7 +149,7 @@ pub async fn one(
             }
             if cache::satisfies(Table::Orders, id, hit.version, token.as_ref()) {
                 return Ok(consistency::mark(
-                    revealed(&state, &hit).await?.response(&headers),
+                    answer(&state, &hit, &headers).await?,
                     token.map(|_| consistency::honoured_from_cache()),
                 ));
             }
@@ -164,7 +173,7 @@ pub async fn one(
     }
     let resp = match order {
         None => Problem::not_found("no such order").into_response(),
-        Some(order) if may_read(&principal, &order) => revealed(&state, &order).await?.response(&headers),
+        Some(order) if may_read(&principal, &order) => answer(&state, &order, &headers).await?,
         Some(_) => Problem::forbidden("this order is not yours").into_response(),
     };
     Ok(consistency::mark(resp, outcome))
@@ -261,7 +270,7 @@ async fn list(
     let hot = cache::no_parameters(&query, &headers);
     if hot {
         if let Some(hit) = state.cache.list(key) {
-            return Ok(revealed(&state, &hit).await?.page());
+            return Ok(revealed(&state, &hit).await?.0.page());
         }
     }
     let ticket = state.cache.list_ticket(key);
@@ -308,11 +317,11 @@ async fn list(
     if hot {
         let body = serde_json::to_vec(&OrderPage { items, next_cursor }).map_err(internal)?;
         let entry = Cached { version: 0, body: body.into(), owners: None };
-        let resp = revealed(&state, &entry).await?.page();
+        let resp = revealed(&state, &entry).await?.0.page();
         state.cache.fill_list(key, entry, ticket);
         return Ok(resp);
     }
     let body = serde_json::to_vec(&OrderPage { items, next_cursor }).map_err(internal)?;
     let entry = Cached { version: 0, body: body.into(), owners: None };
-    Ok(consistency::mark(revealed(&state, &entry).await?.page(), outcome))
+    Ok(consistency::mark(revealed(&state, &entry).await?.0.page(), outcome))
 }

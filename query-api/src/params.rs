@@ -150,7 +150,11 @@ pub fn page<T, K: Serialize>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> 
 
 /// `ETag: "<version>"`, or 304 when `If-None-Match` names it.
 pub fn etag_response(headers: &HeaderMap, version: i64, body: Response) -> Response {
-    let tag = format!("\"{version}\"");
+    tagged_response(headers, format!("\"{version}\""), body)
+}
+
+/// `ETag: <tag>` (a quoted entity tag), or 304 when `If-None-Match` names it.
+pub fn tagged_response(headers: &HeaderMap, tag: String, body: Response) -> Response {
     let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

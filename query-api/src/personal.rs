@@ -1,6 +1,7 @@
 //! Personal fields of read models revealed at answer time (ADR 0027): the `orders` projection
-//! keeps each order's shipping address sealed as the log holds it, and the answer shows it in
-//! clear while the customer's key exists, `null` once the key is destroyed.
+//! keeps each order's shipping address, payment reference and cancellation reason sealed as the
+//! log holds them, and the answer shows them in clear while the customer's key exists, `null`
+//! once the key is destroyed.
 
 use axum::body::Bytes;
 use ordo_event_store::personal::{PersonalData, SealedSlot};
@@ -12,12 +13,14 @@ use uuid::Uuid;
 
 use crate::internal;
 
-/// The JSON body of one order or of a page of orders with every sealed shipping address
-/// revealed. A body without sealed values is returned as it is.
-pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<Bytes, Problem> {
+/// The JSON body of one order or of a page of orders with every sealed personal field
+/// revealed, and whether a sealed value read as `null` (its key destroyed, or it does not
+/// decrypt). A body without sealed values is returned as it is, without reading any key.
+pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<(Bytes, bool), Problem> {
     if !body.windows(8).any(|w| w == b"\"enc\":\"v") {
-        return Ok(body.clone());
+        return Ok((body.clone(), false));
     }
+    let mut erased = false;
     let mut doc: Value = serde_json::from_slice(body).map_err(internal)?;
     {
         let orders: Vec<&mut Value> = match doc.get_mut("items") {
@@ -29,13 +32,22 @@ pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<Bytes, 
             let Some(id) = order.get("id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
                 continue;
             };
-            if let Some(value) = order.get_mut("shipping_address") {
-                slots.push(SealedSlot {
-                    category: StreamCategory::Order,
-                    stream_id: id,
-                    field: "shipping_address",
-                    value,
-                });
+            let Value::Object(order) = order else { continue };
+            for (name, value) in order.iter_mut() {
+                // the sealed free text sits in the object the projection made of its event
+                let (field, value) = match (name.as_str(), value) {
+                    ("shipping_address", value) => ("shipping_address", value),
+                    ("payment", Value::Object(payment)) => match payment.get_mut("payment_reference") {
+                        Some(value) => ("payment_reference", value),
+                        None => continue,
+                    },
+                    ("cancellation", Value::Object(cancellation)) => match cancellation.get_mut("reason") {
+                        Some(value) => ("reason", value),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                slots.push(SealedSlot { category: StreamCategory::Order, stream_id: id, field, value });
             }
         }
         let problems = PersonalData::new(pool.clone()).reveal_slots(&mut slots).await.map_err(internal)?;
@@ -47,7 +59,8 @@ pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<Bytes, 
             if ordo_schemas::SealedField::from_value(slot.value).is_some() {
                 *slot.value = Value::Null;
             }
+            erased |= slot.value.is_null();
         }
     }
-    Ok(serde_json::to_vec(&doc).map_err(internal)?.into())
+    Ok((serde_json::to_vec(&doc).map_err(internal)?.into(), erased))
 }

@@ -5,7 +5,8 @@
 //! Declaring an event field as `Personal<T>` is the one place that makes it personal: its schema
 //! carries `"x-personal": true`, the event store encrypts it with the data subject's key before
 //! hashing, and readers that hold the key turn it back into the value. The data subject is the
-//! customer named by the payload's `customer_id`.
+//! customer named by the payload's `customer_id`; for an order event without one (free text such
+//! as a payment reference), the customer of the order (its `OrderPlaced`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -180,7 +181,10 @@ mod tests {
             ["email", "name", "shipping_address"]
         );
         assert_eq!(personal_fields(StreamCategory::Order, "OrderPlaced"), ["shipping_address"]);
-        assert!(personal_fields(StreamCategory::Order, "OrderPaid").is_empty());
+        assert_eq!(personal_fields(StreamCategory::Order, "OrderPaid"), ["payment_reference"]);
+        assert_eq!(personal_fields(StreamCategory::Order, "OrderCancelled"), ["reason"]);
+        assert!(personal_fields(StreamCategory::Order, "OrderShipped").is_empty());
+        assert!(personal_fields(StreamCategory::Customer, "PersonalDataErased").is_empty());
         assert!(personal_fields(StreamCategory::Product, "ProductListed").is_empty());
     }
 

@@ -5,6 +5,7 @@
 
 mod client;
 mod console;
+mod erasure;
 mod lifecycle;
 mod make_run;
 mod ops;

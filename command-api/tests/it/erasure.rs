@@ -107,3 +107,57 @@ async fn only_the_customer_itself_or_an_admin_may_erase_and_bad_requests_are_ref
     assert_eq!(app.post(&unknown, &admin.token, json!({"reason": "x"})).await.status, 404);
     assert_eq!(app.post(&path, &admin.token, json!({"reason": "x"})).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_payment_reference_and_a_cancellation_reason_are_sealed_readable_until_the_erasure_and_null_after() {
+    let app = spawn_app().await;
+    let merchant = app.merchant().await;
+    let product = app.product(&merchant, 1999, 10).await;
+    let (token, customer, cancelled, _) = customer_with_order(&app).await;
+    let me = crate::helpers::Party { id: customer, token: token.clone() };
+    let paid = app.order(&me, product, 1).await;
+    app.confirm(paid, product, 1).await;
+    let reference = format!("iban-DE89-{}", Uuid::new_v4().simple());
+    let reason = format!("moving to 7 Elm Road-{}", Uuid::new_v4().simple());
+    let r = app
+        .post(
+            &format!("/v1/orders/{paid}/payment"),
+            &token,
+            json!({"amount": {"amount_minor": 1999, "currency": "EUR"}, "payment_reference": reference}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = app.post(&format!("/v1/orders/{cancelled}/cancellation"), &token, json!({"reason": reason})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // stored sealed: nothing in the database holds the clear text
+    for text in [&reference, &reason] {
+        assert!(tables_containing(&app.db.pool, text).await.is_empty(), "{text} stored in clear");
+    }
+    let stored = app.events(StreamCategory::Order, paid).await;
+    assert_eq!(stored.last().unwrap().data["payment_reference"]["enc"], "v1");
+    let payment = app.revealed_events(StreamCategory::Order, paid).await;
+    assert_eq!(payment.last().unwrap().data["payment_reference"], json!(reference), "readable while the key exists");
+    let cancellation = app.revealed_events(StreamCategory::Order, cancelled).await;
+    assert_eq!(cancellation.last().unwrap().data["reason"], json!(reason));
+
+    let r = app.post(&format!("/v1/customers/{customer}/erasure"), &token, json!({"reason": "ticket 8"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let payment = app.revealed_events(StreamCategory::Order, paid).await;
+    assert_eq!(payment.last().unwrap().data["payment_reference"], Value::Null);
+    assert_eq!(payment.last().unwrap().data["amount"]["amount_minor"], 1999, "figures stay");
+    let cancellation = app.revealed_events(StreamCategory::Order, cancelled).await;
+    assert_eq!(cancellation.last().unwrap().data["reason"], Value::Null);
+    assert_eq!(cancellation.last().unwrap().data["cancelled_by"]["role"], "customer");
+
+    // the order's lifecycle goes on after the erasure; free text given now is not kept
+    let late = format!("late note-{}", Uuid::new_v4().simple());
+    let r = app.post(&format!("/v1/orders/{paid}/cancellation"), &merchant.token, json!({"reason": late})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let stored = app.events(StreamCategory::Order, paid).await;
+    assert_eq!(stored.last().unwrap().event_type, "OrderCancelled");
+    assert_eq!(stored.last().unwrap().data["reason"], Value::Null);
+    assert!(tables_containing(&app.db.pool, &late).await.is_empty());
+    let report = ordo_event_store::verify::verify(&app.db.pool, None, None).await.unwrap();
+    assert!(report.ok, "{report:?}");
+}

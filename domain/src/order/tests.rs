@@ -81,7 +81,7 @@ fn rejected() -> OrderEvent {
     OrderEvent::OrderRejected { failed_lines: failed_lines() }
 }
 fn paid() -> OrderEvent {
-    OrderEvent::OrderPaid { amount: eur(2500), payment_reference: "pay-1".into() }
+    OrderEvent::OrderPaid { amount: eur(2500), payment_reference: "pay-1".to_owned().into() }
 }
 fn shipped() -> OrderEvent {
     OrderEvent::OrderShipped { carrier: "dhl".into(), tracking_number: "T1".into() }
@@ -90,7 +90,7 @@ fn delivered() -> OrderEvent {
     OrderEvent::OrderDelivered {}
 }
 fn cancelled() -> OrderEvent {
-    OrderEvent::OrderCancelled { reason: "changed my mind".into(), cancelled_by: customer() }
+    OrderEvent::OrderCancelled { reason: "changed my mind".to_owned().into(), cancelled_by: customer() }
 }
 
 fn pay(amount: Money) -> PayOrder {

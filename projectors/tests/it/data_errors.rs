@@ -50,7 +50,7 @@ async fn a_data_error_in_one_projection_parks_the_stream_there_only_and_the_othe
         .map(|(id, amount)| {
             let events = [
                 placed(id, merchant, amount),
-                OrderEvent::OrderPaid { amount: eur(amount), payment_reference: format!("pay-{id}") },
+                OrderEvent::OrderPaid { amount: eur(amount), payment_reference: format!("pay-{id}").into() },
             ];
             StreamAppend {
                 stream: StreamRef::new(StreamCategory::Order, id),

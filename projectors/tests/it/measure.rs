@@ -51,7 +51,7 @@ async fn measure_batch_apply_and_rebuild_throughput() {
                     shipping_address: address().into(),
                 },
                 OrderEvent::OrderConfirmed {},
-                OrderEvent::OrderPaid { amount: eur(1000), payment_reference: format!("p{chunk}") },
+                OrderEvent::OrderPaid { amount: eur(1000), payment_reference: format!("p{chunk}").into() },
             ];
             appends.push(StreamAppend {
                 stream: StreamRef::new(StreamCategory::Order, id),
@@ -146,7 +146,7 @@ async fn marketplace_log(store: &ordo_event_store::EventStore) -> u64 {
                     shipping_address: address().into(),
                 },
                 OrderEvent::OrderConfirmed {},
-                OrderEvent::OrderPaid { amount: eur(1000), payment_reference: format!("p{n}") },
+                OrderEvent::OrderPaid { amount: eur(1000), payment_reference: format!("p{n}").into() },
                 OrderEvent::OrderShipped { carrier: "DHL".into(), tracking_number: format!("t{n}") },
             ];
             let mut stock = vec![

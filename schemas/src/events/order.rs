@@ -57,13 +57,21 @@ pub enum OrderEvent {
     /// Some lines could not be reserved; reservations of the other lines are released.
     OrderRejected { failed_lines: Vec<RejectedLine> },
     /// Payment of exactly the order total was received.
-    OrderPaid { amount: Money, payment_reference: String },
+    OrderPaid {
+        amount: Money,
+        /// Personal (free text): stored encrypted under the key of the order's customer.
+        payment_reference: Personal<String>,
+    },
     /// The merchant handed the parcel to a carrier; reserved stock is committed.
     OrderShipped { carrier: String, tracking_number: String },
     /// The parcel arrived.
     OrderDelivered {},
     /// The order was cancelled before shipment; reserved stock is released.
-    OrderCancelled { reason: String, cancelled_by: Actor },
+    OrderCancelled {
+        /// Personal (free text): stored encrypted under the key of the order's customer.
+        reason: Personal<String>,
+        cancelled_by: Actor,
+    },
 }
 
 impl OrderEvent {

@@ -129,10 +129,14 @@ fn order_event() -> impl Strategy<Value = OrderEvent> {
         ),
         Just(OrderEvent::OrderConfirmed {}),
         prop::collection::vec(rejected, 0..3).prop_map(|failed_lines| OrderEvent::OrderRejected { failed_lines }),
-        (money(), text()).prop_map(|(amount, payment_reference)| OrderEvent::OrderPaid { amount, payment_reference }),
+        (money(), text()).prop_map(|(amount, payment_reference)| OrderEvent::OrderPaid {
+            amount,
+            payment_reference: payment_reference.into()
+        }),
         (text(), text()).prop_map(|(carrier, tracking_number)| OrderEvent::OrderShipped { carrier, tracking_number }),
         Just(OrderEvent::OrderDelivered {}),
-        (text(), actor()).prop_map(|(reason, cancelled_by)| OrderEvent::OrderCancelled { reason, cancelled_by }),
+        (text(), actor())
+            .prop_map(|(reason, cancelled_by)| OrderEvent::OrderCancelled { reason: reason.into(), cancelled_by }),
     ]
 }
 
