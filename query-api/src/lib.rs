@@ -54,6 +54,9 @@ pub struct AppState {
     pub relay_name: String,
     /// Rows and first pages, kept fresh by the projectors' notifications.
     pub cache: cache::QueryCache,
+    /// Reveals the sealed personal fields of answers; one per process, so its key-encryption
+    /// keys are loaded once.
+    pub personal: Arc<ordo_event_store::personal::PersonalData>,
 }
 
 impl FromRef<AppState> for Arc<JwtKeys> {
@@ -145,6 +148,7 @@ pub async fn serve_with_cache(
         heartbeat: Duration::from_secs(config.log_heartbeat_secs.max(1)),
         relay_name: config.relay_name.clone(),
         cache: cache.clone(),
+        personal: Arc::new(ordo_event_store::personal::PersonalData::new(pool.clone())),
     };
     let listening = tokio::spawn(cache_listener::listen(cache, pool.clone(), stop.clone()));
     let limits = config.limits;

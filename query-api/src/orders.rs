@@ -104,7 +104,7 @@ fn view(r: &PgRow) -> Result<OrderView, sqlx::Error> {
 /// value the log holds, so it reads as `null` as soon as the customer's key is destroyed, cached
 /// or not, and after a rebuild too. Also answers whether a sealed value read as `null`.
 async fn revealed(state: &AppState, entry: &Cached) -> Result<(Cached, bool), Problem> {
-    let (body, erased) = crate::personal::reveal_orders(&state.pool, &entry.body).await?;
+    let (body, erased) = crate::personal::reveal_orders(&state.personal, &entry.body).await?;
     Ok((Cached { body, ..entry.clone() }, erased))
 }
 

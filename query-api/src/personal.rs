@@ -8,7 +8,6 @@ use ordo_event_store::personal::{PersonalData, SealedSlot};
 use ordo_schemas::StreamCategory;
 use ordo_service::Problem;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::internal;
@@ -16,7 +15,7 @@ use crate::internal;
 /// The JSON body of one order or of a page of orders with every sealed personal field
 /// revealed, and whether a sealed value read as `null` (its key destroyed, or it does not
 /// decrypt). A body without sealed values is returned as it is, without reading any key.
-pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<(Bytes, bool), Problem> {
+pub(crate) async fn reveal_orders(personal: &PersonalData, body: &Bytes) -> Result<(Bytes, bool), Problem> {
     if !body.windows(8).any(|w| w == b"\"enc\":\"v") {
         return Ok((body.clone(), false));
     }
@@ -50,7 +49,7 @@ pub(crate) async fn reveal_orders(pool: &PgPool, body: &Bytes) -> Result<(Bytes,
                 slots.push(SealedSlot { category: StreamCategory::Order, stream_id: id, field, value });
             }
         }
-        let problems = PersonalData::new(pool.clone()).reveal_slots(&mut slots).await.map_err(internal)?;
+        let problems = personal.reveal_slots(&mut slots).await.map_err(internal)?;
         for problem in problems.into_iter().flatten() {
             tracing::error!(field = %problem, "sealed value does not decrypt");
         }

@@ -91,6 +91,7 @@ async fn an_exhausted_connection_pool_is_503_with_retry_after_not_500() {
         relay_name: "relay".into(),
         // off: every request here must reach the (exhausted) pool
         cache: ordo_query_api::cache::QueryCache::disabled(),
+        personal: Arc::new(ordo_event_store::personal::PersonalData::new(pool.clone())),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
