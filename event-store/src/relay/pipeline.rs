@@ -129,6 +129,39 @@ impl Relay {
         let mut caught_up = false;
         let mut spoken = Instant::now();
         let mut lag: Option<JoinHandle<()>> = None;
+        // After a failed page: recover, then read again from the checkpoint (or stop on shutdown).
+        macro_rules! restart_after {
+            ($failed:expr) => {{
+                let go_on = self
+                    .recover(
+                        &mut lock,
+                        &mut producing,
+                        &mut state,
+                        &mut pipeline,
+                        &mut unsaved,
+                        &mut backoff,
+                        $failed,
+                        shutdown,
+                    )
+                    .await?;
+                if !go_on {
+                    return Ok(());
+                }
+                (read_from, caught_up) = (state.cursor, false);
+                continue;
+            }};
+        }
+        // The broker lost data: drop what is in flight and publish the whole log again.
+        macro_rules! start_incarnation {
+            ($reason:expr) => {{
+                producing.renew(cfg)?;
+                self.fenced(&mut lock, pipeline.drain()).await?;
+                state = self.new_incarnation(&mut lock, &$reason).await?;
+                unsaved = Unsaved::default();
+                (read_from, caught_up) = (state.cursor, false);
+                continue;
+            }};
+        }
         tracing::info!(relay = %cfg.name, position = state.cursor.position, incarnation = state.incarnation, "relay resuming");
         metrics::gauge!("ordo_relay_incarnation").set(state.incarnation as f64);
         loop {
@@ -149,23 +182,7 @@ impl Relay {
                     producing.renew(cfg)?;
                 } else {
                     let failed = PublishError::BrokerGone;
-                    let go_on = self
-                        .recover(
-                            &mut lock,
-                            &mut producing,
-                            &mut state,
-                            &mut pipeline,
-                            &mut unsaved,
-                            &mut backoff,
-                            failed,
-                            shutdown,
-                        )
-                        .await?;
-                    if !go_on {
-                        return Ok(());
-                    }
-                    (read_from, caught_up) = (state.cursor, false);
-                    continue;
+                    restart_after!(failed);
                 }
             }
             if Instant::now() >= broker_check_due {
@@ -173,12 +190,7 @@ impl Relay {
                 if let Some(reason) =
                     self.fenced(&mut lock, broker_lost_data(cfg, &producing.producer, &state.partitions)).await?
                 {
-                    producing.renew(cfg)?;
-                    self.fenced(&mut lock, pipeline.drain()).await?;
-                    state = self.new_incarnation(&mut lock, &reason).await?;
-                    unsaved = Unsaved::default();
-                    (read_from, caught_up) = (state.cursor, false);
-                    continue;
+                    start_incarnation!(reason);
                 }
             }
 
@@ -210,23 +222,7 @@ impl Relay {
                             read_from = next;
                         }
                         Err(failed) => {
-                            let go_on = self
-                                .recover(
-                                    &mut lock,
-                                    &mut producing,
-                                    &mut state,
-                                    &mut pipeline,
-                                    &mut unsaved,
-                                    &mut backoff,
-                                    failed,
-                                    shutdown,
-                                )
-                                .await?;
-                            if !go_on {
-                                return Ok(());
-                            }
-                            (read_from, caught_up) = (state.cursor, false);
-                            continue;
+                            restart_after!(failed);
                         }
                     }
                 }
@@ -268,34 +264,13 @@ impl Relay {
                             // re-created since, and what it held before is gone.
                             let reason =
                                 format!("{} partition {} restarted at offset {}", d.topic, d.partition, d.offset);
-                            producing.renew(cfg)?;
-                            self.fenced(&mut lock, pipeline.drain()).await?;
-                            state = self.new_incarnation(&mut lock, &reason).await?;
-                            unsaved = Unsaved::default();
-                            (read_from, caught_up) = (state.cursor, false);
-                            continue;
+                            start_incarnation!(reason);
                         }
                         state.record(&published.delivered, next, pipeline.is_empty());
                         unsaved.add(events, published.dead_letters, &cfg.name);
                     }
                     Err(failed) => {
-                        let go_on = self
-                            .recover(
-                                &mut lock,
-                                &mut producing,
-                                &mut state,
-                                &mut pipeline,
-                                &mut unsaved,
-                                &mut backoff,
-                                failed,
-                                shutdown,
-                            )
-                            .await?;
-                        if !go_on {
-                            return Ok(());
-                        }
-                        (read_from, caught_up) = (state.cursor, false);
-                        continue;
+                        restart_after!(failed);
                     }
                 }
             }
