@@ -42,8 +42,11 @@ impl RunningProcess {
             std::thread::spawn(move || {
                 for line in BufReader::new(output).lines().map_while(Result::ok) {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if v["message"].as_str().is_some_and(|m| m.ends_with("listening")) {
-                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                        // other lines end in "listening" too (the query API's cache listener):
+                        // only the one naming an address is the server's
+                        let message = v["message"].as_str().unwrap_or_default();
+                        if let (true, Some(addr)) = (message.ends_with("listening"), v["addr"].as_str()) {
+                            let _ = tx.send(addr.to_owned());
                         }
                     }
                     kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
