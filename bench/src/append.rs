@@ -30,6 +30,10 @@ pub struct Args {
     /// processes are no longer serialised (positions then no longer follow commit order).
     #[arg(long)]
     no_writer_lock: bool,
+    /// Let the database decide every batch (`ordo_append_batch`), as before the writer decided
+    /// on the heads it knows: the baseline of ADR 0032.
+    #[arg(long)]
+    decide_in_database: bool,
     /// Skip pgbench (when only Ordo's figures are wanted).
     #[arg(long)]
     no_pgbench: bool,
@@ -50,6 +54,8 @@ pub struct WorkerArgs {
     seconds: u64,
     #[arg(long)]
     streams_per_writer: usize,
+    #[arg(long)]
+    decide_in_database: bool,
 }
 
 pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
@@ -68,7 +74,7 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         drop_writer_lock(&pool).await?;
     }
     crate::pgbench::prepare(&pool).await?;
-    let store = EventStore::new(pool.clone());
+    let store = EventStore::with_writer_options(pool.clone(), writer_options(args.decide_in_database));
     let work_dir = std::env::temp_dir().join(format!("ordo-bench-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work_dir)?;
     let duration = Duration::from_secs(args.seconds);
@@ -79,6 +85,9 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
         args.processes,
         if args.no_writer_lock { ", WITHOUT the writer lock (measurement only)" } else { "" }
     );
+    if args.decide_in_database {
+        println!("every batch decided in the database (ordo_append_batch), the baseline of ADR 0032");
+    }
     println!(
         "{:>7} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>7} {:>13} | {:>9} {:>13}",
         "writers",
@@ -96,7 +105,12 @@ pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &writers in &args.writers {
         let ordo = if args.processes > 1 {
-            multi_process_run(&url, writers, args.processes, args.streams_per_writer, duration).await?
+            let spread = Spread {
+                processes: args.processes,
+                streams: args.streams_per_writer,
+                decide_in_database: args.decide_in_database,
+            };
+            multi_process_run(&url, writers, &spread, duration).await?
         } else {
             let micros = append_run(&store, writers, args.streams_per_writer, duration).await?;
             Summary::from_micros(micros, duration)
@@ -167,20 +181,26 @@ pub fn p99_target(writers: usize) -> Option<f64> {
 /// every latency in microseconds as one JSON array.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = ordo_event_store::connect(&args.url, args.writers as u32 + 2).await?;
-    let store = EventStore::new(pool);
+    let store = EventStore::with_writer_options(pool, writer_options(args.decide_in_database));
     let micros = append_run(&store, args.writers, args.streams_per_writer, Duration::from_secs(args.seconds)).await?;
     println!("{}", serde_json::to_string(&micros)?);
     Ok(())
 }
 
-/// `writers` spread over `processes` child processes of this binary, started together.
-async fn multi_process_run(
-    url: &str,
-    writers: usize,
+fn writer_options(decide_in_database: bool) -> ordo_event_store::WriterOptions {
+    ordo_event_store::WriterOptions { decide_in_database, ..Default::default() }
+}
+
+/// How a multi-process run spreads its writers.
+struct Spread {
     processes: usize,
     streams: usize,
-    duration: Duration,
-) -> anyhow::Result<Summary> {
+    decide_in_database: bool,
+}
+
+/// `writers` spread over child processes of this binary, started together.
+async fn multi_process_run(url: &str, writers: usize, spread: &Spread, duration: Duration) -> anyhow::Result<Summary> {
+    let Spread { processes, streams, decide_in_database } = *spread;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for p in 0..processes {
@@ -192,6 +212,7 @@ async fn multi_process_run(
             tokio::process::Command::new(&exe)
                 .args(["append-worker", "--url", url, "--writers", &share.to_string()])
                 .args(["--seconds", &duration.as_secs().to_string(), "--streams-per-writer", &streams.to_string()])
+                .args(decide_in_database.then_some("--decide-in-database"))
                 .stdout(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()?,
@@ -206,13 +227,15 @@ async fn multi_process_run(
     Ok(Summary::from_micros(micros, duration))
 }
 
-/// Measurement only: the append function without its first statement (the writer lock).
+/// Measurement only: both append functions without their first statement (the writer lock).
 async fn drop_writer_lock(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let def: String =
-        sqlx::query_scalar("SELECT pg_get_functiondef('ordo_append_batch'::regproc)").fetch_one(pool).await?;
-    let unlocked = def.replace("PERFORM pg_advisory_xact_lock(ordo_writer_lock_key());", "");
-    anyhow::ensure!(unlocked != def, "the append function no longer takes the writer lock as expected");
-    sqlx::query(&unlocked).execute(pool).await?;
+    for function in ["ordo_append_batch", "ordo_append_checked"] {
+        let def: String =
+            sqlx::query_scalar("SELECT pg_get_functiondef($1::regproc)").bind(function).fetch_one(pool).await?;
+        let unlocked = def.replace("PERFORM pg_advisory_xact_lock(ordo_writer_lock_key());", "");
+        anyhow::ensure!(unlocked != def, "{function} no longer takes the writer lock as expected");
+        sqlx::query(&unlocked).execute(pool).await?;
+    }
     Ok(())
 }
 

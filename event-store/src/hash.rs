@@ -4,8 +4,8 @@
 //! `content` is a JSON object with keys sorted at every level and no white space, holding the
 //! category, stream id, event id, type, schema version, data and metadata; `recorded_at` is RFC
 //! 3339 UTC with microseconds. Every input is a stored column, so a verifier recomputes hashes
-//! from the log alone. The database computes the same hash inside `ordo_append` (it alone knows
-//! the version and the commit clock when a writer appends with `Any`).
+//! from the log alone. The writer computes it for the batches it decides (ADR 0032); the
+//! database computes the same bytes inside `ordo_append_batch` for the appends it decides.
 //!
 //! `docs/hash-chain.md` specifies these bytes for verifiers written without this crate (the
 //! console's Web Crypto verifier and `docs/verify_export.py` follow it), with a worked example

@@ -11,17 +11,21 @@
 //!   idempotency record ([`IdempotencyRecord`]).
 //! - Appends are group-committed: one writer task per store appends whatever is queued in one
 //!   statement ([`EventStore::submit_all`]); each request is still accepted or refused alone.
+//!   The writer decides a batch on the stream heads it knows and computes versions and hashes;
+//!   the database checks under the writer lock that those heads still hold (ADR 0032).
 //! - Positions follow commit order: every batch holds one writer lock from before it draws
 //!   positions until its commit is visible. [`EventStore::read_all`] pages by position and never
 //!   skips an event.
-//! - Each event's `recorded_at` is the database clock after the writer lock, never earlier than
-//!   the event before it in the log.
+//! - Each event's `recorded_at` is its writer's clock, checked under the writer lock to be never
+//!   earlier than the event before it in the log (a writer whose clock is behind takes the log's
+//!   time instead).
 //! - UPDATE, DELETE and TRUNCATE on the events table are refused by a trigger.
 //! - [`verify`] recomputes hash chains and names every broken link.
 //! - Fields marked personal in the schemas are sealed under their customer's key before they are
 //!   hashed and stored; destroying the key erases them ([`personal`], ADR 0027).
 
 mod append;
+mod checked;
 pub mod error;
 pub mod hash;
 pub mod personal;

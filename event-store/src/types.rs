@@ -86,7 +86,8 @@ pub struct AppendedStream {
     pub last_position: i64,
     /// The hash of the stream's last event after the append (its new head).
     pub head_hash: Vec<u8>,
-    /// When the events were recorded (the database clock after the writer lock).
+    /// When the events were recorded: the writer's clock, never earlier than the event before them
+    /// in the log.
     pub recorded_at: DateTime<Utc>,
 }
 

@@ -17,6 +17,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::append::{append_batch, Answer};
+use crate::checked::{self, Known};
 use crate::error::{sqlstate, sqlstate_of, AppendError, StoreError};
 use crate::types::{AppendRequest, UniqueClaim};
 
@@ -32,11 +33,21 @@ pub struct WriterOptions {
     pub max_events: usize,
     /// Requests waiting for the writer before new ones wait to be queued (default 10,000).
     pub queue: usize,
+    /// Decide every batch in the database (`ordo_append_batch`) instead of in the writer on the
+    /// stream heads it knows, checked by the database (`ordo_append_checked`, ADR 0032). Off by
+    /// default; for comparison.
+    pub decide_in_database: bool,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        Self { lock_timeout: Duration::from_secs(3), max_requests: 1_000, max_events: 4_000, queue: 10_000 }
+        Self {
+            lock_timeout: Duration::from_secs(3),
+            max_requests: 1_000,
+            max_events: 4_000,
+            queue: 10_000,
+            decide_in_database: false,
+        }
     }
 }
 
@@ -104,8 +115,12 @@ fn stopped() -> AppendError {
 
 async fn run(pool: PgPool, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
     let mut conn: Option<PgConnection> = None;
+    let mut known = Known::default();
     let mut deferred: VecDeque<Job> = VecDeque::new();
     loop {
+        // The answers just sent woke their callers on this thread; let them run first, so those
+        // that append again join this batch instead of waiting for the next one.
+        tokio::task::yield_now().await;
         let mut batch: Vec<Job> = Vec::new();
         let mut events = 0usize;
         let fits = |batch: &Vec<Job>, events: usize| {
@@ -136,7 +151,7 @@ async fn run(pool: PgPool, options: WriterOptions, mut rx: mpsc::Receiver<Job>) 
         }
         let (now, later) = split_repeats(batch);
         deferred.extend(later);
-        execute(&pool, &options, &mut conn, now).await;
+        execute(&pool, &options, &mut conn, &mut known, now).await;
     }
     if let Some(c) = conn {
         let _ = c.close().await;
@@ -185,7 +200,13 @@ fn layout(batch: &[Job]) -> (Vec<&AppendRequest>, Vec<i32>) {
     (requests, after)
 }
 
-async fn execute(pool: &PgPool, options: &WriterOptions, conn: &mut Option<PgConnection>, batch: Vec<Job>) {
+async fn execute(
+    pool: &PgPool,
+    options: &WriterOptions,
+    conn: &mut Option<PgConnection>,
+    known: &mut Known,
+    batch: Vec<Job>,
+) {
     if batch.is_empty() {
         return;
     }
@@ -205,7 +226,21 @@ async fn execute(pool: &PgPool, options: &WriterOptions, conn: &mut Option<PgCon
         }
     };
     let (requests, after) = layout(&batch);
-    let result = append_batch(&mut *c, &requests, &after).await;
+    let decided_here =
+        if options.decide_in_database { Ok(None) } else { checked::append(&mut *c, known, &requests, &after).await };
+    let result = match decided_here {
+        Ok(Some(answers)) => Ok(answers),
+        // Not settled in a few tries (several writers on the same streams): the database decides,
+        // and the heads it leaves are learnt again on the next batch.
+        Ok(None) => {
+            known.forget();
+            append_batch(&mut *c, &requests, &after).await
+        }
+        Err(e) => {
+            known.forget();
+            Err(e)
+        }
+    };
     metrics::histogram!("ordo_append_batch_requests").record(requests.len() as f64);
     metrics::histogram!("ordo_append_batch_seconds").record(started.elapsed().as_secs_f64());
     let size = requests.len();

@@ -110,7 +110,7 @@ impl Actor {
 
 /// What a writer attaches to every event it appends.
 ///
-/// `recorded_at` is not here: the database clock stamps it at append time.
+/// `recorded_at` is not here: the event log stamps it at append time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventMetadata {
     /// Unique per event; consumers deduplicate on it.

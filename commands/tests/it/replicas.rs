@@ -99,7 +99,13 @@ async fn a_round_behind_another_replica_appends_each_command_exactly_once() {
     use crate::lanes::{hold_writer_lock, writers_wait};
     let world = crate::World::start().await;
     let product = world.product(10).await;
-    let other = EventStore::new(world.db.pool.clone());
+    // The other replica lets the database decide, so its append lands right after `first`
+    // whatever the head is (a writer deciding on heads it knows would first learn this stream's
+    // head, and could fall behind this service's round).
+    let other = EventStore::with_writer_options(
+        world.db.pool.clone(),
+        ordo_event_store::WriterOptions { decide_in_database: true, ..Default::default() },
+    );
     let ctx = world.as_merchant();
     let stream = StreamRef::new(StreamCategory::Product, product);
     let restock = |delta| AdjustStock { delta, reason: StockAdjustmentReason::Restock };

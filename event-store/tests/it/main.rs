@@ -4,6 +4,7 @@
 
 mod append;
 mod broker;
+mod checked;
 mod commit_safe_reader;
 mod group_commit;
 mod integrity;

@@ -1,0 +1,149 @@
+-- Appends decided by the writer, checked by the database (ADR 0032).
+--
+-- The writer decides a batch in memory on the stream heads it knows (its own appends, or what the
+-- database told it), computes versions and hashes itself with a timestamp of its own, and sends
+-- the finished rows. This function only checks, under the writer lock, that what the writer
+-- assumed still holds, and then writes everything with set-based statements: no per-event loop.
+--
+-- It writes nothing, and answers what did not hold, when:
+-- - the last recorded event is later than p_ts (out_kind 2, with that time): the writer retries
+--   with a later clock, so recorded_at never goes backwards along positions;
+-- - a stream's head is not the one assumed (out_kind 1, with the actual version and hash);
+-- - an idempotency key to check is taken (out_kind 3, with its stored answer);
+-- - a unique claim to check is taken (out_kind 4).
+-- The writer then decides again on what it learned. Otherwise it answers one row per event
+-- written (out_kind 0, with its stream, version and position).
+--
+-- ordo_append_batch stays: it decides in the database, and serves appends inside a caller's
+-- transaction and batches the writer could not settle after a few tries.
+
+CREATE FUNCTION ordo_append_checked(
+    p_ts          TIMESTAMPTZ,
+    h_category    TEXT[],
+    h_stream_id   UUID[],
+    h_version     BIGINT[],
+    h_hash        BYTEA[],
+    h_new_version BIGINT[],
+    h_new_hash    BYTEA[],
+    e_slot        INTEGER[],
+    e_version     BIGINT[],
+    e_event_id    UUID[],
+    e_type        TEXT[],
+    e_schema      INTEGER[],
+    e_data        JSONB[],
+    e_metadata    JSONB[],
+    e_prev        BYTEA[],
+    e_hash        BYTEA[],
+    k_scope       TEXT[],
+    k_key         TEXT[],
+    i_scope       TEXT[],
+    i_key         TEXT[],
+    i_hash        BYTEA[],
+    i_status      SMALLINT[],
+    i_body        JSONB[],
+    q_kind        TEXT[],
+    q_value       TEXT[],
+    c_kind        TEXT[],
+    c_value       TEXT[],
+    c_slot        INTEGER[]
+) RETURNS TABLE (
+    out_kind      SMALLINT,
+    out_index     INTEGER,
+    out_category  TEXT,
+    out_stream_id UUID,
+    out_version   BIGINT,
+    out_position  BIGINT,
+    out_hash      BYTEA,
+    out_ts        TIMESTAMPTZ,
+    out_status    SMALLINT,
+    out_body      JSONB
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    last_ts TIMESTAMPTZ;
+    refused BOOLEAN := false;
+BEGIN
+    PERFORM pg_advisory_xact_lock(ordo_writer_lock_key());
+    PERFORM set_config('idle_in_transaction_session_timeout', '5s', true);
+    PERFORM set_config('statement_timeout', '10s', true);
+
+    SELECT ev.recorded_at INTO last_ts FROM events ev ORDER BY ev.position DESC LIMIT 1;
+    IF last_ts > p_ts THEN
+        RETURN QUERY SELECT 2::SMALLINT, NULL::INTEGER, NULL::TEXT, NULL::UUID, NULL::BIGINT, NULL::BIGINT,
+                            NULL::BYTEA, last_ts, NULL::SMALLINT, NULL::JSONB;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT 1::SMALLINT, u.slot::INTEGER, u.c, u.sid, coalesce(st.version, 0), NULL::BIGINT,
+           CASE WHEN coalesce(st.version, 0) = 0 THEN NULL ELSE st.head_hash END,
+           NULL::TIMESTAMPTZ, NULL::SMALLINT, NULL::JSONB
+      FROM unnest(h_category, h_stream_id, h_version, h_hash) WITH ORDINALITY AS u(c, sid, v, h, slot)
+      LEFT JOIN streams st ON st.category = u.c AND st.stream_id = u.sid
+     WHERE coalesce(st.version, 0) <> u.v
+        OR (u.v > 0 AND st.head_hash IS DISTINCT FROM u.h);
+    refused := FOUND;
+    IF k_key IS NOT NULL THEN
+        RETURN QUERY
+        SELECT 3::SMALLINT, u.i::INTEGER, NULL::TEXT, NULL::UUID, NULL::BIGINT, NULL::BIGINT, k.request_hash,
+               NULL::TIMESTAMPTZ, k.response_status, k.response_body
+          FROM unnest(k_scope, k_key) WITH ORDINALITY AS u(sc, k, i)
+          JOIN idempotency_keys k ON k.scope = u.sc AND k.key = u.k;
+        refused := refused OR FOUND;
+    END IF;
+    IF q_kind IS NOT NULL THEN
+        RETURN QUERY
+        SELECT 4::SMALLINT, u.i::INTEGER, NULL::TEXT, NULL::UUID, NULL::BIGINT, NULL::BIGINT, NULL::BYTEA,
+               NULL::TIMESTAMPTZ, NULL::SMALLINT, NULL::JSONB
+          FROM unnest(q_kind, q_value) WITH ORDINALITY AS u(k, val, i)
+          JOIN unique_claims c ON c.kind = u.k AND c.value = u.val;
+        refused := refused OR FOUND;
+    END IF;
+    IF refused OR e_slot IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Heads that exist are updated in place, new streams inserted: the writer lock is held, so
+    -- no other append creates them meanwhile.
+    WITH changed AS (
+        SELECT u.c, u.sid, u.nv, u.nh
+          FROM unnest(h_category, h_stream_id, h_version, h_new_version, h_new_hash) AS u(c, sid, v, nv, nh)
+         WHERE u.nv <> u.v
+    ), updated AS (
+        UPDATE streams st SET version = ch.nv, head_hash = ch.nh, updated_at = p_ts
+          FROM changed ch
+         WHERE st.category = ch.c AND st.stream_id = ch.sid
+        RETURNING st.category, st.stream_id
+    )
+    INSERT INTO streams (category, stream_id, version, head_hash, updated_at)
+    SELECT ch.c, ch.sid, ch.nv, ch.nh, p_ts
+      FROM changed ch
+     WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.category = ch.c AND updated.stream_id = ch.sid);
+
+    IF i_key IS NOT NULL THEN
+        INSERT INTO idempotency_keys (scope, key, request_hash, response_status, response_body)
+        SELECT * FROM unnest(i_scope, i_key, i_hash, i_status, i_body);
+    END IF;
+    IF c_kind IS NOT NULL THEN
+        INSERT INTO unique_claims (kind, value, category, stream_id)
+        SELECT c.k, c.val, h_category[c.slot], h_stream_id[c.slot]
+          FROM unnest(c_kind, c_value, c_slot) AS c(k, val, slot);
+    END IF;
+
+    RETURN QUERY
+    WITH ins AS (
+        INSERT INTO events (category, stream_id, version, event_id, event_type, schema_version,
+                            data, metadata, recorded_at, prev_hash, hash)
+        SELECT h_category[x.slot], h_stream_id[x.slot], x.v, x.id, x.t, x.sv, x.d, x.m, p_ts, x.p, x.h
+          FROM unnest(e_slot, e_version, e_event_id, e_type, e_schema, e_data, e_metadata, e_prev, e_hash)
+               WITH ORDINALITY AS x(slot, v, id, t, sv, d, m, p, h, n)
+         ORDER BY x.n
+        RETURNING events.category, events.stream_id, events.version, events.position
+    ), notified AS (
+        SELECT pg_notify('ordo_log', max(ins.position)::text) FROM ins
+    )
+    SELECT 0::SMALLINT, NULL::INTEGER, ins.category, ins.stream_id, ins.version, ins.position, NULL::BYTEA,
+           NULL::TIMESTAMPTZ, NULL::SMALLINT, NULL::JSONB
+      FROM ins CROSS JOIN notified;
+END
+$$;
