@@ -3,9 +3,10 @@
 //! # One pass for every projection (ADR 0025)
 //!
 //! 1. Fresh UNLOGGED `<table>_shadow` tables without indexes are created for every projection
-//!    rebuilt (progress, parked streams and dead letters under the key `<projection>#rebuild`),
-//!    while the live projector keeps writing the live tables, which the rebuild never touches
-//!    before the swap.
+//!    rebuilt, and a progress table of its own (`projection_progress_<projection>_shadow`, rows
+//!    under the live name; parked streams and dead letters under the key
+//!    `<projection>#rebuild`), while the live projector keeps writing the live tables, which the
+//!    rebuild never touches before the swap.
 //! 2. One read of the log up to its newest position at the start (the bound) fetches only the
 //!    columns the projections need, in stream order (`category, stream_id, version`, from the
 //!    unique index), and decodes each payload straight into its typed event. Each stream is
@@ -30,8 +31,10 @@
 //!    events below the horizon of that time; the horizon only moves forward. So every event the
 //!    live projector can have applied is below the horizon now, and the catch-up brings the
 //!    shadow at least as far as the live tables.
-//! 3. The shadow progress replaces the live progress, the tables are renamed and the indexes
-//!    take their live names back, in the same transaction. Live batches resume against the new
+//! 3. The shadow progress replaces the live progress (the live partition of
+//!    `projection_progress` is detached and dropped, the shadow's progress table attached in its
+//!    place: catalog changes only, ADR 0030), the tables are renamed and the indexes take their
+//!    live names back, in the same transaction. Live batches resume against the new
 //!    tables and skip, by the per-stream versions, whatever the catch-up already applied.
 //!
 //! Readers never see a missing table: `ALTER TABLE ... RENAME` runs inside the swap transaction,
@@ -303,12 +306,7 @@ async fn prepare(pool: &PgPool, shadow: &Target) -> Result<(), ProjectorError> {
 async fn swap_in(conn: &mut sqlx::PgConnection, projection: Projection, shadow: &Target) -> Result<(), ProjectorError> {
     let live = projection.name();
     let key = shadow.key.as_str();
-    sqlx::query("DELETE FROM projection_progress WHERE projection = $1").bind(live).execute(&mut *conn).await?;
-    sqlx::query("UPDATE projection_progress SET projection = $1 WHERE projection = $2")
-        .bind(live)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+    tables::swap_progress(conn, shadow).await?;
     sqlx::query("DELETE FROM parked_streams WHERE projection = $1").bind(live).execute(&mut *conn).await?;
     sqlx::query("UPDATE parked_streams SET projection = $1 WHERE projection = $2")
         .bind(live)

@@ -4,7 +4,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::model::Target;
+use crate::model::{Target, PROGRESS};
 use crate::ProjectorError;
 
 /// Appended to an index name while it belongs to a shadow table.
@@ -19,7 +19,19 @@ pub(crate) async fn create_bare(conn: &mut PgConnection, target: &Target) -> Res
             .execute(&mut *conn)
             .await?;
     }
+    if let Some(table) = own_progress(target) {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *conn).await?;
+        sqlx::query(&format!("CREATE UNLOGGED TABLE {table} (LIKE {PROGRESS} INCLUDING DEFAULTS)"))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
+}
+
+/// The progress table of `target` when it is one of its own (a rebuild's shadow), not the
+/// partitioned table.
+fn own_progress(target: &Target) -> Option<&str> {
+    Some(target.progress_table()).filter(|t| *t != PROGRESS)
 }
 
 /// One index of a live table: its name, definition and whether it is the primary key.
@@ -71,6 +83,40 @@ pub(crate) async fn finish(pool: &PgPool, target: &Target, secondary: bool) -> R
             }
         }
         sqlx::query(&format!("ANALYZE {table}")).execute(pool).await?;
+    }
+    if let Some(table) = own_progress(target) {
+        // the live partition's key and check, so attaching it needs no scan of either table
+        let partition = target.projection.progress_partition();
+        for sql in [
+            format!("ALTER TABLE {table} SET LOGGED"),
+            format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {partition}_pkey{PENDING} PRIMARY KEY (projection, stream_id, category)"
+            ),
+            format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {partition}_live CHECK (projection = '{}')",
+                target.projection.name()
+            ),
+            format!("ANALYZE {table}"),
+        ] {
+            sqlx::query(&sql).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Inside the swap: the live progress partition of `target`'s projection is detached and
+/// dropped, the shadow's progress table attached in its place under the partition's name.
+pub(super) async fn swap_progress(conn: &mut PgConnection, target: &Target) -> Result<(), ProjectorError> {
+    let Some(table) = own_progress(target) else { return Ok(()) };
+    let partition = target.projection.progress_partition();
+    for sql in [
+        format!("ALTER TABLE {PROGRESS} DETACH PARTITION {partition}"),
+        format!("DROP TABLE {partition}"),
+        format!("ALTER TABLE {table} RENAME TO {partition}"),
+        format!("ALTER TABLE {PROGRESS} ATTACH PARTITION {partition} FOR VALUES IN ('{}')", target.projection.name()),
+        format!("ALTER INDEX {partition}_pkey{PENDING} RENAME TO {partition}_pkey"),
+    ] {
+        sqlx::query(&sql).execute(&mut *conn).await?;
     }
     Ok(())
 }
