@@ -154,8 +154,9 @@ async fn rebuild_locked(
     tracing::info!(projections = ?projections, to_position = bound, "rebuild started");
     let outcome = pass::run(pool, &shadows, bound, progress).await?;
     let passed = started.elapsed();
+    // each projection's tables on a connection of their own: the server builds them side by side
+    futures::future::try_join_all(shadows.iter().map(|shadow| tables::finish(pool, shadow, true))).await?;
     for shadow in &shadows {
-        tables::finish(pool, shadow, true).await?;
         let t = outcome.totals.get(&shadow.projection).copied().unwrap_or_default();
         sqlx::query(
             "INSERT INTO projection_state (projection, events_applied, last_position, last_recorded_at, \
