@@ -2,7 +2,7 @@
 //!
 //! # One pass for every projection (ADR 0025)
 //!
-//! 1. Fresh UNLOGGED `<table>_shadow` tables without indexes are created for every projection
+//! 1. Fresh `<table>_shadow` tables without indexes are created for every projection
 //!    rebuilt, and a progress table of its own (`projection_progress_<projection>_shadow`, rows
 //!    under the live name; parked streams and dead letters under the key
 //!    `<projection>#rebuild`), while the live projector keeps writing the live tables, which the
@@ -15,7 +15,7 @@
 //!    the size of the log. A stream the fold does not expect (a poison event, a version gap) is
 //!    left out and applied afterwards with the live projector's batch path, which parks and
 //!    dead-letters it exactly as live.
-//! 3. The tables are made durable (`SET LOGGED`), get the live tables' indexes under pending
+//! 3. The tables (logged from the start, ADR 0030) get the live tables' indexes under pending
 //!    names, and are analysed. The events appended since the bound are applied with the batch
 //!    path, page by page, outside any lock.
 //! 4. Then, per projection, the swap below.
@@ -283,7 +283,7 @@ fn relevant(projections: &[Projection], page: &[RecordedEvent]) -> Vec<Incoming>
 async fn prepare(pool: &PgPool, shadow: &Target) -> Result<(), ProjectorError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    tables::create_bare(&mut tx, shadow).await?;
+    tables::create_bare(&mut tx, shadow, true).await?;
     for sql in [
         "DELETE FROM projection_progress WHERE projection = $1",
         "DELETE FROM parked_streams WHERE projection = $1",

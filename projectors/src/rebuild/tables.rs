@@ -1,6 +1,6 @@
-//! The shadow tables of the one-pass rebuild: created UNLOGGED and without indexes for the bulk
-//! load, then made durable, indexed like the live tables (under temporary names that the swap
-//! gives back their live names) and analysed.
+//! The shadow tables of the one-pass rebuild: created without indexes for the bulk load (logged
+//! for a rebuild, UNLOGGED for a replay), then indexed like the live tables (under temporary
+//! names that the swap gives back their live names) and analysed.
 
 use sqlx::{PgConnection, PgPool};
 
@@ -10,20 +10,21 @@ use crate::ProjectorError;
 /// Appended to an index name while it belongs to a shadow table.
 const PENDING: &str = "_rebuilt";
 
-/// Fresh, empty, UNLOGGED copies of `target`'s tables without indexes.
-pub(crate) async fn create_bare(conn: &mut PgConnection, target: &Target) -> Result<(), ProjectorError> {
+/// Fresh, empty copies of `target`'s tables without indexes: logged when `durable` (a rebuild's,
+/// which become the live tables: loading them logged costs less than rewriting them with
+/// `SET LOGGED` afterwards), else UNLOGGED (a replay's).
+pub(crate) async fn create_bare(conn: &mut PgConnection, target: &Target, durable: bool) -> Result<(), ProjectorError> {
+    let kind = if durable { "TABLE" } else { "UNLOGGED TABLE" };
     for base in target.projection.base_tables() {
         let table = target.table(base);
         sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *conn).await?;
-        sqlx::query(&format!("CREATE UNLOGGED TABLE {table} (LIKE {base} INCLUDING ALL EXCLUDING INDEXES)"))
+        sqlx::query(&format!("CREATE {kind} {table} (LIKE {base} INCLUDING ALL EXCLUDING INDEXES)"))
             .execute(&mut *conn)
             .await?;
     }
     if let Some(table) = own_progress(target) {
         sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *conn).await?;
-        sqlx::query(&format!("CREATE UNLOGGED TABLE {table} (LIKE {PROGRESS} INCLUDING DEFAULTS)"))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(&format!("CREATE {kind} {table} (LIKE {PROGRESS} INCLUDING DEFAULTS)")).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -62,8 +63,8 @@ fn moved(index: &Index, table: &str) -> Result<String, ProjectorError> {
     Ok(format!("{head} {}{PENDING} ON {table}{}", index.name, &def[using..]))
 }
 
-/// Makes the loaded tables durable and gives them the live tables' indexes (the primary key
-/// only with `secondary` false), then analyses them.
+/// Makes the loaded tables durable (a no-op for a rebuild's, created logged) and gives them the
+/// live tables' indexes (the primary key only with `secondary` false), then analyses them.
 pub(crate) async fn finish(pool: &PgPool, target: &Target, secondary: bool) -> Result<(), ProjectorError> {
     for base in target.projection.base_tables() {
         let table = target.table(base);
