@@ -15,7 +15,7 @@ use crate::ProjectorError;
 /// A (projection, stream) pair of a batch: the index of the target and the stream.
 pub(crate) type StreamKey = (usize, StreamRef);
 
-/// The `projection_progress` keys of `pairs`, as three parallel arrays.
+/// The `parked_streams` keys of `pairs`, as three parallel arrays.
 fn key_arrays(targets: &[Target], pairs: &[StreamKey]) -> (Vec<String>, Vec<&'static str>, Vec<uuid::Uuid>) {
     let keys = pairs.iter().map(|(t, _)| targets[*t].key.clone()).collect();
     let categories = pairs.iter().map(|(_, s)| s.category.as_str()).collect();
@@ -41,6 +41,48 @@ pub(crate) async fn lock_projections(conn: &mut PgConnection, targets: &[Target]
     Ok(())
 }
 
+/// The pairs of a batch whose progress lives in one table (the partitioned `projection_progress`
+/// for live and replay targets, a rebuild's own table for each shadow), as three parallel key
+/// arrays, and how to map its rows back to [`StreamKey`]s.
+struct ProgressGroup<'t> {
+    table: &'t str,
+    keys: Vec<&'t str>,
+    categories: Vec<&'static str>,
+    ids: Vec<uuid::Uuid>,
+    targets: HashMap<&'t str, usize>,
+}
+
+/// `pairs` grouped by progress table, in table order (the order rows are locked in).
+fn progress_groups<'t>(targets: &'t [Target], pairs: &[StreamKey]) -> Vec<ProgressGroup<'t>> {
+    let mut groups: BTreeMap<&'t str, ProgressGroup<'t>> = BTreeMap::new();
+    for (ti, stream) in pairs {
+        let target = &targets[*ti];
+        let table = target.progress_table();
+        let g = groups.entry(table).or_insert_with(|| ProgressGroup {
+            table,
+            keys: Vec::new(),
+            categories: Vec::new(),
+            ids: Vec::new(),
+            targets: HashMap::new(),
+        });
+        g.keys.push(target.progress_key());
+        g.categories.push(stream.category.as_str());
+        g.ids.push(stream.id);
+        g.targets.insert(target.progress_key(), *ti);
+    }
+    groups.into_values().collect()
+}
+
+impl ProgressGroup<'_> {
+    fn key_of(&self, row: &sqlx::postgres::PgRow) -> Result<Option<StreamKey>, ProjectorError> {
+        let projection: String = row.try_get("projection")?;
+        let category: String = row.try_get("category")?;
+        let id: uuid::Uuid = row.try_get("stream_id")?;
+        let Some(category) = StreamCategory::parse(&category) else { return Ok(None) };
+        Ok(self.targets.get(projection.as_str()).map(|i| (*i, StreamRef::new(category, id))))
+    }
+}
+
 /// The applied versions of `pairs`, read without locks (to fetch a gap from the log before the
 /// batch's transaction); a pair without a row is absent.
 pub(crate) async fn read_versions(
@@ -48,22 +90,23 @@ pub(crate) async fn read_versions(
     targets: &[Target],
     pairs: &[StreamKey],
 ) -> Result<HashMap<StreamKey, i64>, ProjectorError> {
-    let (keys, categories, ids) = key_arrays(targets, pairs);
-    let rows = sqlx::query(
-        "SELECT p.projection, p.category, p.stream_id, p.version FROM projection_progress p \
-         JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
-         USING (projection, stream_id, category)",
-    )
-    .bind(&keys)
-    .bind(&categories)
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    let index = TargetIndex::new(targets);
     let mut out = HashMap::new();
-    for row in rows {
-        if let Some(key) = index.key_of(&row)? {
-            out.insert(key, row.try_get("version")?);
+    for g in progress_groups(targets, pairs) {
+        let rows = sqlx::query(&format!(
+            "SELECT p.projection, p.category, p.stream_id, p.version FROM {} p \
+             JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
+             USING (projection, stream_id, category)",
+            g.table
+        ))
+        .bind(&g.keys)
+        .bind(&g.categories)
+        .bind(&g.ids)
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            if let Some(key) = g.key_of(&row)? {
+                out.insert(key, row.try_get("version")?);
+            }
         }
     }
     Ok(out)
@@ -99,29 +142,33 @@ pub(crate) async fn lock_states(
             st.parked = true;
         }
     }
-    sqlx::query(
-        "INSERT INTO projection_progress (projection, category, stream_id, version, position) \
-         SELECT k, c, s, 0, 0 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(k, c, s) \
-         ORDER BY k, s, c ON CONFLICT DO NOTHING",
-    )
-    .bind(&keys)
-    .bind(&categories)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    let progress = sqlx::query(
-        "SELECT p.projection, p.category, p.stream_id, p.version FROM projection_progress p \
-         JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
-         USING (projection, stream_id, category) ORDER BY 1, 3, 2 FOR UPDATE OF p",
-    )
-    .bind(&keys)
-    .bind(&categories)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in progress {
-        if let Some(st) = index.key_of(&row)?.and_then(|k| states.get_mut(&k)) {
-            st.version = row.try_get("version")?;
+    for g in progress_groups(targets, pairs) {
+        sqlx::query(&format!(
+            "INSERT INTO {} (projection, category, stream_id, version, position) \
+             SELECT k, c, s, 0, 0 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(k, c, s) \
+             ORDER BY k, s, c ON CONFLICT DO NOTHING",
+            g.table
+        ))
+        .bind(&g.keys)
+        .bind(&g.categories)
+        .bind(&g.ids)
+        .execute(&mut *conn)
+        .await?;
+        let progress = sqlx::query(&format!(
+            "SELECT p.projection, p.category, p.stream_id, p.version FROM {} p \
+             JOIN UNNEST($1::text[], $2::text[], $3::uuid[]) AS k(projection, category, stream_id) \
+             USING (projection, stream_id, category) ORDER BY 1, 3, 2 FOR UPDATE OF p",
+            g.table
+        ))
+        .bind(&g.keys)
+        .bind(&g.categories)
+        .bind(&g.ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in progress {
+            if let Some(st) = g.key_of(&row)?.and_then(|k| states.get_mut(&k)) {
+                st.version = row.try_get("version")?;
+            }
         }
     }
     Ok(states)
@@ -148,6 +195,8 @@ impl<'a> TargetIndex<'a> {
 /// totals for `projection_state`.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
+    /// Per stream: the progress table, the progress key, and so on.
+    tables: Vec<String>,
     keys: Vec<String>,
     categories: Vec<&'static str>,
     ids: Vec<uuid::Uuid>,
@@ -165,9 +214,11 @@ struct Totals {
 }
 
 impl Applied {
-    /// Records that `key`'s projection applied `stream` up to `version`, `count` events of it.
-    pub fn push(&mut self, key: &str, stream: StreamRef, version: i64, position: i64, count: i64) {
-        self.keys.push(key.to_owned());
+    /// Records that `target`'s projection applied `stream` up to `version`, `count` events of it.
+    pub fn push(&mut self, target: &Target, stream: StreamRef, version: i64, position: i64, count: i64) {
+        let key = target.key.as_str();
+        self.tables.push(target.progress_table().to_owned());
+        self.keys.push(target.progress_key().to_owned());
         self.categories.push(stream.category.as_str());
         self.ids.push(stream.id);
         self.versions.push(version);
@@ -182,6 +233,11 @@ impl Applied {
         if let Some(t) = self.totals.get_mut(key) {
             t.last_recorded_at = t.last_recorded_at.max(at);
         }
+    }
+
+    /// The indexes of the streams whose progress goes to `table`.
+    fn rows_of(&self, table: &str) -> Vec<usize> {
+        (0..self.tables.len()).filter(|i| self.tables[*i] == table).collect()
     }
 
     /// Events applied per projection key, and the newest recording time.
@@ -214,8 +270,31 @@ impl Applied {
         let incarnations: Vec<i64> = next.values().map(|(i, _)| *i).collect();
         let offsets: Vec<i64> = next.values().map(|(_, o)| *o).collect();
         let totals: Vec<(&String, &Totals)> = self.totals.iter().filter(|(_, t)| t.applied > 0).collect();
-        sqlx::query(
-            "WITH progress AS (INSERT INTO projection_progress (projection, category, stream_id, version, position) \
+        // the rows of the first progress table go with the totals and offsets; a batch of a
+        // rebuild's shadows has one table per projection, each written by a statement of its own
+        let mut tables: Vec<&str> = self.tables.iter().map(String::as_str).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let first = tables.first().copied().unwrap_or(crate::model::PROGRESS);
+        for table in tables.iter().skip(1) {
+            let rows = self.rows_of(table);
+            sqlx::query(&format!(
+                "INSERT INTO {table} (projection, category, stream_id, version, position) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::bigint[]) \
+                 ON CONFLICT (projection, stream_id, category) DO UPDATE \
+                 SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now()"
+            ))
+            .bind(rows.iter().map(|i| self.keys[*i].as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|i| self.categories[*i]).collect::<Vec<_>>())
+            .bind(rows.iter().map(|i| self.ids[*i]).collect::<Vec<_>>())
+            .bind(rows.iter().map(|i| self.versions[*i]).collect::<Vec<_>>())
+            .bind(rows.iter().map(|i| self.positions[*i]).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let rows = self.rows_of(first);
+        sqlx::query(&format!(
+            "WITH progress AS (INSERT INTO {first} (projection, category, stream_id, version, position) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::bigint[]) \
              ON CONFLICT (projection, stream_id, category) DO UPDATE \
              SET version = EXCLUDED.version, position = EXCLUDED.position, updated_at = now()), \
@@ -234,12 +313,12 @@ impl Applied {
                                     ELSE o.next_offset END, \
                  incarnation = GREATEST(o.incarnation, EXCLUDED.incarnation), updated_at = now()) \
              SELECT 1",
-        )
-        .bind(&self.keys)
-        .bind(&self.categories)
-        .bind(&self.ids)
-        .bind(&self.versions)
-        .bind(&self.positions)
+        ))
+        .bind(rows.iter().map(|i| self.keys[*i].as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|i| self.categories[*i]).collect::<Vec<_>>())
+        .bind(rows.iter().map(|i| self.ids[*i]).collect::<Vec<_>>())
+        .bind(rows.iter().map(|i| self.versions[*i]).collect::<Vec<_>>())
+        .bind(rows.iter().map(|i| self.positions[*i]).collect::<Vec<_>>())
         .bind(totals.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
         .bind(totals.iter().map(|(_, t)| t.applied).collect::<Vec<_>>())
         .bind(totals.iter().map(|(_, t)| t.last_position).collect::<Vec<_>>())

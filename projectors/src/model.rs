@@ -64,6 +64,16 @@ impl Projection {
         }
     }
 
+    /// The partition of `projection_progress` holding this projection's live progress
+    /// (`projection_progress_orders`); a rebuild attaches its own in its place (ADR 0030).
+    pub fn progress_partition(self) -> &'static str {
+        match self {
+            Projection::Orders => "projection_progress_orders",
+            Projection::Catalog => "projection_progress_catalog",
+            Projection::Sales => "projection_progress_sales",
+        }
+    }
+
     /// The progress namespace of a rebuild's shadow (`orders#rebuild`).
     pub fn shadow_key(self) -> String {
         format!("{}#rebuild", self.name())
@@ -76,6 +86,9 @@ impl std::fmt::Display for Projection {
     }
 }
 
+/// The partitioned table of per-stream progress (ADR 0005, ADR 0030).
+pub const PROGRESS: &str = "projection_progress";
+
 /// Where one projection writes: its progress namespace and its table names.
 ///
 /// Table names come only from [`Projection::base_tables`] plus a fixed suffix, never from
@@ -87,6 +100,8 @@ pub struct Target {
     pub key: String,
     /// `""` for the live tables, `"_shadow"` for a rebuild's, `"_replay"` for a replay's.
     suffix: &'static str,
+    /// The table of the per-stream progress and the `projection` value of its rows.
+    progress: (String, String),
     /// Live targets take the projection's advisory lock shared in every batch.
     pub live: bool,
 }
@@ -94,22 +109,38 @@ pub struct Target {
 impl Target {
     /// The tables the query API reads.
     pub fn live(projection: Projection) -> Self {
-        Self { projection, key: projection.name().to_owned(), suffix: "", live: true }
+        let progress = (PROGRESS.to_owned(), projection.name().to_owned());
+        Self { projection, key: projection.name().to_owned(), suffix: "", progress, live: true }
     }
 
     /// The shadow tables of a rebuild.
     pub fn shadow(projection: Projection) -> Self {
-        Self { projection, key: projection.shadow_key(), suffix: "_shadow", live: false }
+        // rows already under the live name, in a table swapped in as the live partition
+        let progress = (format!("{}_shadow", projection.progress_partition()), projection.name().to_owned());
+        Self { projection, key: projection.shadow_key(), suffix: "_shadow", progress, live: false }
     }
 
     /// The tables of a drift-detection replay (`<table>_replay`, progress key `<name>#replay`).
     pub fn replay(projection: Projection) -> Self {
-        Self { projection, key: format!("{}#replay", projection.name()), suffix: "_replay", live: false }
+        let key = format!("{}#replay", projection.name());
+        Self { projection, progress: (PROGRESS.to_owned(), key.clone()), key, suffix: "_replay", live: false }
     }
 
     /// The name of one of the projection's tables in this target, e.g. `rm_orders_shadow`.
     pub fn table(&self, base: &str) -> String {
         format!("{base}{}", self.suffix)
+    }
+
+    /// The table this target's per-stream progress is written to: `projection_progress` (the
+    /// partitioned table) for live and replay targets, a rebuild's own table for its shadow.
+    pub fn progress_table(&self) -> &str {
+        &self.progress.0
+    }
+
+    /// The `projection` column value of this target's progress rows: the live name in a
+    /// rebuild's shadow too, so its table can become the live partition unchanged.
+    pub fn progress_key(&self) -> &str {
+        &self.progress.1
     }
 
     /// Every live target.

@@ -146,8 +146,9 @@ impl<'t, 'a> Plan<'t, 'a> {
         let mut applied = Applied::default();
         for ((ti, stream), folded) in &self.applied {
             let Some(last) = folded.last() else { continue };
-            let key = &self.targets[*ti].key;
-            applied.push(key, *stream, last.version, last.position, folded.len() as i64);
+            let target = &self.targets[*ti];
+            let key = &target.key;
+            applied.push(target, *stream, last.version, last.position, folded.len() as i64);
             for e in folded {
                 applied.recorded(key, e.recorded_at);
             }

@@ -2,10 +2,11 @@
 //!
 //! # One pass for every projection (ADR 0025)
 //!
-//! 1. Fresh UNLOGGED `<table>_shadow` tables without indexes are created for every projection
-//!    rebuilt (progress, parked streams and dead letters under the key `<projection>#rebuild`),
-//!    while the live projector keeps writing the live tables, which the rebuild never touches
-//!    before the swap.
+//! 1. Fresh `<table>_shadow` tables without indexes are created for every projection
+//!    rebuilt, and a progress table of its own (`projection_progress_<projection>_shadow`, rows
+//!    under the live name; parked streams and dead letters under the key
+//!    `<projection>#rebuild`), while the live projector keeps writing the live tables, which the
+//!    rebuild never touches before the swap.
 //! 2. One read of the log up to its newest position at the start (the bound) fetches only the
 //!    columns the projections need, in stream order (`category, stream_id, version`, from the
 //!    unique index), and decodes each payload straight into its typed event. Each stream is
@@ -14,7 +15,7 @@
 //!    the size of the log. A stream the fold does not expect (a poison event, a version gap) is
 //!    left out and applied afterwards with the live projector's batch path, which parks and
 //!    dead-letters it exactly as live.
-//! 3. The tables are made durable (`SET LOGGED`), get the live tables' indexes under pending
+//! 3. The tables (logged from the start, ADR 0030) get the live tables' indexes under pending
 //!    names, and are analysed. The events appended since the bound are applied with the batch
 //!    path, page by page, outside any lock.
 //! 4. Then, per projection, the swap below.
@@ -30,8 +31,10 @@
 //!    events below the horizon of that time; the horizon only moves forward. So every event the
 //!    live projector can have applied is below the horizon now, and the catch-up brings the
 //!    shadow at least as far as the live tables.
-//! 3. The shadow progress replaces the live progress, the tables are renamed and the indexes
-//!    take their live names back, in the same transaction. Live batches resume against the new
+//! 3. The shadow progress replaces the live progress (the live partition of
+//!    `projection_progress` is detached and dropped, the shadow's progress table attached in its
+//!    place: catalog changes only, ADR 0030), the tables are renamed and the indexes take their
+//!    live names back, in the same transaction. Live batches resume against the new
 //!    tables and skip, by the per-stream versions, whatever the catch-up already applied.
 //!
 //! Readers never see a missing table: `ALTER TABLE ... RENAME` runs inside the swap transaction,
@@ -151,8 +154,9 @@ async fn rebuild_locked(
     tracing::info!(projections = ?projections, to_position = bound, "rebuild started");
     let outcome = pass::run(pool, &shadows, bound, progress).await?;
     let passed = started.elapsed();
+    // each projection's tables on a connection of their own: the server builds them side by side
+    futures::future::try_join_all(shadows.iter().map(|shadow| tables::finish(pool, shadow, true))).await?;
     for shadow in &shadows {
-        tables::finish(pool, shadow, true).await?;
         let t = outcome.totals.get(&shadow.projection).copied().unwrap_or_default();
         sqlx::query(
             "INSERT INTO projection_state (projection, events_applied, last_position, last_recorded_at, \
@@ -279,7 +283,7 @@ fn relevant(projections: &[Projection], page: &[RecordedEvent]) -> Vec<Incoming>
 async fn prepare(pool: &PgPool, shadow: &Target) -> Result<(), ProjectorError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    tables::create_bare(&mut tx, shadow).await?;
+    tables::create_bare(&mut tx, shadow, true).await?;
     for sql in [
         "DELETE FROM projection_progress WHERE projection = $1",
         "DELETE FROM parked_streams WHERE projection = $1",
@@ -303,12 +307,7 @@ async fn prepare(pool: &PgPool, shadow: &Target) -> Result<(), ProjectorError> {
 async fn swap_in(conn: &mut sqlx::PgConnection, projection: Projection, shadow: &Target) -> Result<(), ProjectorError> {
     let live = projection.name();
     let key = shadow.key.as_str();
-    sqlx::query("DELETE FROM projection_progress WHERE projection = $1").bind(live).execute(&mut *conn).await?;
-    sqlx::query("UPDATE projection_progress SET projection = $1 WHERE projection = $2")
-        .bind(live)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+    tables::swap_progress(conn, shadow).await?;
     sqlx::query("DELETE FROM parked_streams WHERE projection = $1").bind(live).execute(&mut *conn).await?;
     sqlx::query("UPDATE parked_streams SET projection = $1 WHERE projection = $2")
         .bind(live)

@@ -207,7 +207,7 @@ async fn replay_locked(
     let mut keys = Vec::new();
     for target in targets {
         let mut tx = pool.begin().await?;
-        tables::create_bare(&mut tx, target).await?;
+        tables::create_bare(&mut tx, target, false).await?;
         clear_bookkeeping(&mut tx, &target.key).await?;
         tx.commit().await?;
         for base in target.projection.base_tables() {

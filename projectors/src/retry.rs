@@ -83,7 +83,7 @@ async fn retry_one(pool: &PgPool, projection: Projection, stream: StreamRef) -> 
         "SELECT version, position FROM projection_progress \
          WHERE projection = $1 AND category = $2 AND stream_id = $3 FOR UPDATE",
     )
-    .bind(&target.key)
+    .bind(target.progress_key())
     .bind(stream.category.as_str())
     .bind(stream.id)
     .fetch_optional(&mut *tx)
@@ -143,7 +143,7 @@ async fn retry_one(pool: &PgPool, projection: Projection, stream: StreamRef) -> 
     }
     if outcome.applied > 0 {
         let mut applied = Applied::default();
-        applied.push(&target.key, stream, version, position, i64::try_from(outcome.applied).unwrap_or(i64::MAX));
+        applied.push(&target, stream, version, position, i64::try_from(outcome.applied).unwrap_or(i64::MAX));
         applied.recorded(&target.key, last_recorded_at);
         applied.save(&mut tx, None, &[]).await?;
     }

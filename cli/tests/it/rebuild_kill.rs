@@ -49,7 +49,8 @@ async fn a_rebuild_killed_during_its_pass_leaves_the_live_tables_untouched_and_a
     until(
         &db,
         "SELECT to_regclass('rm_orders_shadow') IS NOT NULL AND to_regclass('rm_products_shadow') IS NOT NULL \
-        AND to_regclass('rm_merchant_daily_sales_shadow') IS NOT NULL",
+        AND to_regclass('rm_merchant_daily_sales_shadow') IS NOT NULL \
+        AND to_regclass('projection_progress_sales_shadow') IS NOT NULL",
         "the shadow tables",
     )
     .await;
@@ -61,7 +62,13 @@ async fn a_rebuild_killed_during_its_pass_leaves_the_live_tables_untouched_and_a
     .await;
     // ... and its load stops at the progress rows while this one is: the shadow tables fill
     let mut progress_lock = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE projection_progress IN SHARE MODE").execute(&mut *progress_lock).await.unwrap();
+    sqlx::query(
+        "LOCK TABLE projection_progress_orders_shadow, projection_progress_catalog_shadow, \
+         projection_progress_sales_shadow IN SHARE MODE",
+    )
+    .execute(&mut *progress_lock)
+    .await
+    .unwrap();
     log_lock.commit().await.unwrap();
     until(
         &db,

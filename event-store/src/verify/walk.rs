@@ -8,11 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use ordo_schemas::StreamCategory;
-use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::canonical::{self, Columns};
+use super::canonical::{self, Row};
 use super::{BrokenLink, LinkProblem, VerifyReport};
 use crate::error::StoreError;
 use crate::progress::Progress;
@@ -96,10 +95,7 @@ pub(super) async fn walk(pool: PgPool, slice: Slice, progress: Arc<Progress>) ->
                 expected: last_hash.as_ref().map(hex::encode),
             }));
         } else {
-            let data: Value = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("data: {e}")))?;
-            let metadata: Value =
-                serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
-            let input = Columns {
+            let row = Row {
                 category: slice.category.as_str(),
                 stream_id: id,
                 version,
@@ -110,7 +106,7 @@ pub(super) async fn walk(pool: PgPool, slice: Slice, progress: Arc<Progress>) ->
                 metadata: &metadata,
                 recorded_at: at,
             };
-            let computed = canonical::hash(prev.as_deref(), &input, &mut buf);
+            let computed = canonical::hash(prev.as_deref(), &row, &mut buf).map_err(StoreError::Corrupt)?;
             if computed.as_slice() != hash.as_slice() {
                 report.broken.push(link(LinkProblem::HashMismatch {
                     stored: hex::encode(&hash),

@@ -133,7 +133,8 @@ pub(super) struct Loader {
     orders: Option<(Target, CopyBuf)>,
     products: Option<(Target, CopyBuf)>,
     sales: Option<(Target, CopyBuf)>,
-    progress: CopyBuf,
+    /// Per projection, its progress rows (to the target's progress table).
+    progress: BTreeMap<Projection, CopyBuf>,
     daily: BTreeMap<(Uuid, NaiveDate, String), Daily>,
     pub totals: BTreeMap<Projection, Totals>,
     tx: mpsc::Sender<Chunk>,
@@ -184,7 +185,13 @@ impl Loader {
             orders,
             products,
             sales,
-            progress: CopyBuf::new("projection_progress", "projection, category, stream_id, version, position"),
+            progress: targets
+                .iter()
+                .map(|t| {
+                    let columns = "projection, category, stream_id, version, position";
+                    (t.projection, CopyBuf::new(t.progress_table(), columns))
+                })
+                .collect(),
             daily: BTreeMap::new(),
             totals: BTreeMap::new(),
             tx,
@@ -214,12 +221,12 @@ impl Loader {
         let category = fold.stream.category.as_str();
         if let (Some(row), Some((t, buf))) = (&fold.order, self.orders.as_mut()) {
             order_row(buf, row);
-            progress_row(&mut self.progress, &t.key, category, &fold);
+            progress_row(self.progress.get_mut(&Projection::Orders), t.progress_key(), category, &fold);
             self.totals.entry(Projection::Orders).or_default().count(&fold);
         }
         if let (Some(row), Some((t, buf))) = (&fold.sales, self.sales.as_mut()) {
             buf.uuid(row.order_id).uuid(row.merchant_id).raw(if row.paid { "t" } else { "f" }).raw(row.version).end();
-            progress_row(&mut self.progress, &t.key, category, &fold);
+            progress_row(self.progress.get_mut(&Projection::Sales), t.progress_key(), category, &fold);
             self.totals.entry(Projection::Sales).or_default().count(&fold);
             for p in &row.payments {
                 book(&mut self.daily, row, p)?;
@@ -227,7 +234,7 @@ impl Loader {
         }
         if let (Some(row), Some((t, buf))) = (&fold.product, self.products.as_mut()) {
             product_row(buf, row);
-            progress_row(&mut self.progress, &t.key, category, &fold);
+            progress_row(self.progress.get_mut(&Projection::Catalog), t.progress_key(), category, &fold);
             self.totals.entry(Projection::Catalog).or_default().count(&fold);
         }
         self.flush(CHUNK).await
@@ -240,10 +247,10 @@ impl Loader {
             self.orders.as_mut().map(|o| &mut o.1),
             self.products.as_mut().map(|o| &mut o.1),
             self.sales.as_mut().map(|o| &mut o.1),
-            Some(&mut self.progress),
         ]
         .into_iter()
         .flatten()
+        .chain(self.progress.values_mut())
         {
             if !buf.data.is_empty() && buf.data.len() >= min {
                 chunks.push(buf.take());
@@ -304,7 +311,8 @@ fn book(
     Ok(())
 }
 
-fn progress_row(buf: &mut CopyBuf, key: &str, category: &str, fold: &StreamFold) {
+fn progress_row(buf: Option<&mut CopyBuf>, key: &str, category: &str, fold: &StreamFold) {
+    let Some(buf) = buf else { return };
     buf.text(key).text(category).uuid(fold.stream.id).raw(fold.version).raw(fold.position).end();
 }
 

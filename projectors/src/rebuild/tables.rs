@@ -1,25 +1,38 @@
-//! The shadow tables of the one-pass rebuild: created UNLOGGED and without indexes for the bulk
-//! load, then made durable, indexed like the live tables (under temporary names that the swap
-//! gives back their live names) and analysed.
+//! The shadow tables of the one-pass rebuild: created without indexes for the bulk load (logged
+//! for a rebuild, UNLOGGED for a replay), then indexed like the live tables (under temporary
+//! names that the swap gives back their live names) and analysed.
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::model::Target;
+use crate::model::{Target, PROGRESS};
 use crate::ProjectorError;
 
 /// Appended to an index name while it belongs to a shadow table.
 const PENDING: &str = "_rebuilt";
 
-/// Fresh, empty, UNLOGGED copies of `target`'s tables without indexes.
-pub(crate) async fn create_bare(conn: &mut PgConnection, target: &Target) -> Result<(), ProjectorError> {
+/// Fresh, empty copies of `target`'s tables without indexes: logged when `durable` (a rebuild's,
+/// which become the live tables: loading them logged costs less than rewriting them with
+/// `SET LOGGED` afterwards), else UNLOGGED (a replay's).
+pub(crate) async fn create_bare(conn: &mut PgConnection, target: &Target, durable: bool) -> Result<(), ProjectorError> {
+    let kind = if durable { "TABLE" } else { "UNLOGGED TABLE" };
     for base in target.projection.base_tables() {
         let table = target.table(base);
         sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *conn).await?;
-        sqlx::query(&format!("CREATE UNLOGGED TABLE {table} (LIKE {base} INCLUDING ALL EXCLUDING INDEXES)"))
+        sqlx::query(&format!("CREATE {kind} {table} (LIKE {base} INCLUDING ALL EXCLUDING INDEXES)"))
             .execute(&mut *conn)
             .await?;
     }
+    if let Some(table) = own_progress(target) {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {table}")).execute(&mut *conn).await?;
+        sqlx::query(&format!("CREATE {kind} {table} (LIKE {PROGRESS} INCLUDING DEFAULTS)")).execute(&mut *conn).await?;
+    }
     Ok(())
+}
+
+/// The progress table of `target` when it is one of its own (a rebuild's shadow), not the
+/// partitioned table.
+fn own_progress(target: &Target) -> Option<&str> {
+    Some(target.progress_table()).filter(|t| *t != PROGRESS)
 }
 
 /// One index of a live table: its name, definition and whether it is the primary key.
@@ -50,8 +63,8 @@ fn moved(index: &Index, table: &str) -> Result<String, ProjectorError> {
     Ok(format!("{head} {}{PENDING} ON {table}{}", index.name, &def[using..]))
 }
 
-/// Makes the loaded tables durable and gives them the live tables' indexes (the primary key
-/// only with `secondary` false), then analyses them.
+/// Makes the loaded tables durable (a no-op for a rebuild's, created logged) and gives them the
+/// live tables' indexes (the primary key only with `secondary` false), then analyses them.
 pub(crate) async fn finish(pool: &PgPool, target: &Target, secondary: bool) -> Result<(), ProjectorError> {
     for base in target.projection.base_tables() {
         let table = target.table(base);
@@ -71,6 +84,40 @@ pub(crate) async fn finish(pool: &PgPool, target: &Target, secondary: bool) -> R
             }
         }
         sqlx::query(&format!("ANALYZE {table}")).execute(pool).await?;
+    }
+    if let Some(table) = own_progress(target) {
+        // the live partition's key and check, so attaching it needs no scan of either table
+        let partition = target.projection.progress_partition();
+        for sql in [
+            format!("ALTER TABLE {table} SET LOGGED"),
+            format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {partition}_pkey{PENDING} PRIMARY KEY (projection, stream_id, category)"
+            ),
+            format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {partition}_live CHECK (projection = '{}')",
+                target.projection.name()
+            ),
+            format!("ANALYZE {table}"),
+        ] {
+            sqlx::query(&sql).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Inside the swap: the live progress partition of `target`'s projection is detached and
+/// dropped, the shadow's progress table attached in its place under the partition's name.
+pub(super) async fn swap_progress(conn: &mut PgConnection, target: &Target) -> Result<(), ProjectorError> {
+    let Some(table) = own_progress(target) else { return Ok(()) };
+    let partition = target.projection.progress_partition();
+    for sql in [
+        format!("ALTER TABLE {PROGRESS} DETACH PARTITION {partition}"),
+        format!("DROP TABLE {partition}"),
+        format!("ALTER TABLE {table} RENAME TO {partition}"),
+        format!("ALTER TABLE {PROGRESS} ATTACH PARTITION {partition} FOR VALUES IN ('{}')", target.projection.name()),
+        format!("ALTER INDEX {partition}_pkey{PENDING} RENAME TO {partition}_pkey"),
+    ] {
+        sqlx::query(&sql).execute(&mut *conn).await?;
     }
     Ok(())
 }

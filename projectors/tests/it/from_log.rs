@@ -205,3 +205,87 @@ async fn one_pass_rebuilding_every_projection_equals_the_live_ones_with_upcast_v
     assert!(status.iter().all(|s| s.rebuilt_at.is_some()), "{status:#?}");
     assert_eq!(lag(status), lag_before);
 }
+
+/// Per-stream progress of every projection, and the table each row is stored in.
+async fn stored_progress(pool: &sqlx::PgPool) -> Vec<(String, String, String, uuid::Uuid, i64, i64)> {
+    sqlx::query_as(
+        "SELECT tableoid::regclass::text, projection, category, stream_id, version, position \
+         FROM projection_progress ORDER BY 2, 3, 4",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_attaches_its_progress_as_the_live_partition_and_live_batches_after_it_apply_each_event_once() {
+    let db = db().await;
+    let store = db.store();
+    let w = Workload::run(&store, 12).await;
+    let projector = Projector::new(db.pool.clone(), Target::all_live());
+    apply_whole_log(&projector, &store).await;
+    let before = snapshot(&db.pool).await;
+    let progress_before = stored_progress(&db.pool).await;
+    assert!(progress_before.iter().any(|r| r.0 == "projection_progress_orders"), "live rows sit in their partition");
+    let partition_oids = "SELECT array_agg(c.oid::bigint ORDER BY c.relname) FROM pg_inherits i \
+                          JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'projection_progress'::regclass";
+    let oids_before: Vec<i64> = sqlx::query_scalar(partition_oids).fetch_one(&db.pool).await.unwrap();
+
+    let progress = ordo_event_store::progress::Progress::new();
+    ordo_projectors::rebuild::rebuild_with(&db.pool, &Projection::ALL, &progress).await.unwrap();
+
+    assert_eq!(stored_progress(&db.pool).await, progress_before, "the same progress, in the same partitions");
+    let oids_after: Vec<i64> = sqlx::query_scalar(partition_oids).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(oids_after.len(), 4);
+    let kept: Vec<bool> = oids_after.iter().zip(&oids_before).map(|(a, b)| a == b).collect();
+    // catalog, orders, other, sales: every live partition is the rebuild's table, the other stays
+    assert_eq!(kept, [false, false, true, false]);
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT indexname FROM pg_indexes WHERE tablename LIKE 'projection\\_progress%' ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        names,
+        [
+            "projection_progress_catalog_pkey",
+            "projection_progress_orders_pkey",
+            "projection_progress_other_pkey",
+            "projection_progress_pkey",
+            "projection_progress_sales_pkey"
+        ]
+    );
+    let shadows: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_shadow'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(shadows, 0);
+
+    // the whole log delivered again after the swap: every event is skipped by its stream's version
+    let incoming: Vec<Incoming> = whole_log(&store).await.iter().map(Incoming::from_recorded).collect();
+    let stats = projector.apply_batch(&incoming, None).await.unwrap();
+    assert_eq!((stats.applied, stats.poisoned), (0, 0));
+    assert_eq!(snapshot(&db.pool).await, before);
+    // and a new event is applied once
+    let product = w.all_products()[0];
+    let stream = StreamRef::new(StreamCategory::Product, product);
+    let version = store.stream_version(stream).await.unwrap();
+    let cmd = AdjustStock { delta: 5, reason: StockAdjustmentReason::Restock };
+    exec::<Product>(&store, stream, cmd.into()).await.unwrap();
+    let new: Vec<Incoming> = whole_log(&store)
+        .await
+        .iter()
+        .filter(|e| e.stream == stream && e.version > version)
+        .map(Incoming::from_recorded)
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert_eq!(projector.apply_batch(&new, None).await.unwrap().applied, 1);
+    assert_eq!(projector.apply_batch(&new, None).await.unwrap().applied, 0);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT version FROM projection_progress WHERE projection = 'catalog' AND stream_id = $1")
+            .bind(product)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, version + 1);
+}
