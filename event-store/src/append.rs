@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::error::{AppendError, ExpectedVersion, StoreError};
 use crate::hash::{content_bytes, HashInput};
-use crate::types::{AppendRequest, AppendedStream, IdempotencyRecord};
+use crate::types::{AppendRequest, AppendedStream, IdempotencyRecord, NewEvent};
 
 const APPEND_BATCH: &str = "SELECT out_request, out_outcome, out_append, out_version, out_first, out_last, \
      out_head_hash, out_recorded_at, out_stored_hash, out_stored_status, out_stored_body FROM ordo_append_batch(\
@@ -92,18 +92,7 @@ fn columns(requests: &[&AppendRequest], after: &[i32]) -> Result<Columns, Append
             for e in &a.events {
                 let metadata = serde_json::to_value(&e.metadata)
                     .map_err(|err| StoreError::Corrupt(format!("metadata does not serialise: {err}")))?;
-                c.content.push(content_bytes(&HashInput {
-                    category: a.stream.category.as_str(),
-                    stream_id: a.stream.id,
-                    // Version and recorded_at are hashed by the database after the content.
-                    version: 0,
-                    event_id: e.metadata.event_id,
-                    event_type: &e.event_type,
-                    schema_version: e.schema_version,
-                    data: &e.data,
-                    metadata: &metadata,
-                    recorded_at: chrono::DateTime::UNIX_EPOCH,
-                }));
+                c.content.push(event_content(a.stream, e, &metadata));
                 c.event_id.push(e.metadata.event_id);
                 c.event_type.push(e.event_type.clone());
                 c.schema_version.push(e.schema_version);
@@ -113,6 +102,22 @@ fn columns(requests: &[&AppendRequest], after: &[i32]) -> Result<Columns, Append
         }
     }
     Ok(c)
+}
+
+/// The bytes of an event its hash covers before its version and recorded_at, which whoever
+/// decides the append (the writer or the database) hashes after them.
+pub(crate) fn event_content(stream: StreamRef, event: &NewEvent, metadata: &serde_json::Value) -> Vec<u8> {
+    content_bytes(&HashInput {
+        category: stream.category.as_str(),
+        stream_id: stream.id,
+        version: 0,
+        event_id: event.metadata.event_id,
+        event_type: &event.event_type,
+        schema_version: event.schema_version,
+        data: &event.data,
+        metadata,
+        recorded_at: chrono::DateTime::UNIX_EPOCH,
+    })
 }
 
 /// Appends `requests` in one statement and answers each. `after[i]` is the 1-based index of the

@@ -17,9 +17,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::append::Answer;
+use crate::append::{event_content, Answer};
 use crate::error::{AppendError, ExpectedVersion, StoreError};
-use crate::hash::{content_bytes, HashInput};
 use crate::types::{AppendRequest, AppendedStream, IdempotencyRecord, StreamAppend, UniqueClaim};
 use crate::writer::chain_broken;
 
@@ -81,17 +80,7 @@ fn encode(requests: &[&AppendRequest]) -> Option<Encoded> {
         for a in &r.appends {
             for e in &a.events {
                 let metadata = serde_json::to_value(&e.metadata).ok()?;
-                out.content.push(content_bytes(&HashInput {
-                    category: a.stream.category.as_str(),
-                    stream_id: a.stream.id,
-                    version: 0,
-                    event_id: e.metadata.event_id,
-                    event_type: &e.event_type,
-                    schema_version: e.schema_version,
-                    data: &e.data,
-                    metadata: &metadata,
-                    recorded_at: DateTime::UNIX_EPOCH,
-                }));
+                out.content.push(event_content(a.stream, e, &metadata));
                 out.metadata.push(metadata);
             }
         }
