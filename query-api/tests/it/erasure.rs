@@ -349,3 +349,32 @@ async fn an_unknown_personal_view_is_refused_with_a_problem() {
     assert_eq!(problem["errors"][0]["field"], "personal", "{problem}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_ciphertext_stays_sealed_in_the_audit_events_and_its_event_fails_verification() {
+    let app = App::spawn().await;
+    let r = registered_with_an_order(&app).await;
+    // the email's ciphertext replaced by the name's: same key, wrong field
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only").execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "UPDATE events SET data = jsonb_set(data, '{email,ct}', data -> 'name' -> 'ct') \
+         WHERE category = 'customer' AND stream_id = $1 AND version = 1",
+    )
+    .bind(r.customer)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let answer = audit_get(&app, &audit_event_routes(&r)[0]).await;
+    let data = &events_of(&answer)[0]["data"];
+    assert_eq!(data["email"]["enc"], "v1", "shown as stored, neither clear nor erased: {answer}");
+    assert_eq!(data["name"], "Ada Lovelace", "the other fields still reveal");
+    let verify = audit_get(&app, &format!("/v1/audit/verify?category=customer&id={}", r.customer)).await;
+    assert_eq!(verify["ok"], false, "{verify}");
+    assert_eq!(verify["broken"][0]["version"], 1, "{verify}");
+    assert_eq!(verify["broken"][0]["problem"], "hash_mismatch", "{verify}");
+    app.stop().await;
+}
