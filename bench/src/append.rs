@@ -59,7 +59,9 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(admin_url: &str, args: Args) -> anyhow::Result<()> {
-    let db = "ordo_bench_append";
+    // One database per run: two runs on one server (from two checkouts) must not drop each
+    // other's.
+    let db = format!("ordo_bench_append_{}", std::process::id());
     let mut admin = PgConnection::connect(admin_url).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await?;
     sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await?;

@@ -206,7 +206,8 @@ pub async fn replay(url: &str, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let display = Display::start("replay", progress.clone());
     let result = ordo_projectors::replay::replay_all(&pool, &chosen(args.projection), &options, &progress).await;
     display.finish().await;
-    let reports = result.context("replay")?;
+    let mut reports = result.context("replay")?;
+    reveal_drift(&pool, &mut reports).await?;
     if !args.json {
         reports.iter().for_each(print_report);
     }
@@ -215,6 +216,64 @@ pub async fn replay(url: &str, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let drift = reports.iter().any(|r| r.drift);
     Ok(if drift { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The orders read model keeps personal fields sealed (ADR 0027); the drift report shows them as
+/// the query API answers them: in clear while the customer's key exists, `null` once erased. A
+/// value that does not decrypt is shown as stored, with a warning.
+async fn reveal_drift(pool: &sqlx::PgPool, reports: &mut [DriftReport]) -> anyhow::Result<()> {
+    let mut slots = Vec::new();
+    for table in reports.iter_mut().flat_map(|r| r.tables.iter_mut()) {
+        for row in table.missing.iter_mut().chain(table.extra.iter_mut()) {
+            if let Some(order) = order_of(&row.key) {
+                sealed_slots(order, "", &mut row.row, &mut slots);
+            }
+        }
+        for row in &mut table.different {
+            let Some(order) = order_of(&row.key) else { continue };
+            for (column, drift) in &mut row.columns {
+                sealed_slots(order, column, &mut drift.live, &mut slots);
+                sealed_slots(order, column, &mut drift.replay, &mut slots);
+            }
+        }
+    }
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let personal = ordo_event_store::personal::PersonalData::new(pool.clone());
+    for problem in personal.reveal_slots(&mut slots).await.context("reveal personal fields")?.into_iter().flatten() {
+        eprintln!("warning: {problem} does not decrypt (altered or moved); shown as stored");
+    }
+    Ok(())
+}
+
+/// The order a read-model row belongs to (rows keyed by `order_id`).
+fn order_of(key: &serde_json::Map<String, Value>) -> Option<Uuid> {
+    key.get("order_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// Every sealed value within `value`, each with the member name it sits under (the field it was
+/// sealed for).
+fn sealed_slots<'a>(
+    order: Uuid,
+    field: &'a str,
+    value: &'a mut Value,
+    out: &mut Vec<ordo_event_store::personal::SealedSlot<'a>>,
+) {
+    if ordo_schemas::SealedField::from_value(value).is_some() {
+        out.push(ordo_event_store::personal::SealedSlot {
+            category: StreamCategory::Order,
+            stream_id: order,
+            field,
+            value,
+        });
+        return;
+    }
+    match value {
+        Value::Object(members) => members.iter_mut().for_each(|(name, v)| sealed_slots(order, name, v, out)),
+        Value::Array(items) => items.iter_mut().for_each(|v| sealed_slots(order, field, v, out)),
+        _ => {}
+    }
 }
 
 fn print_report(r: &DriftReport) {

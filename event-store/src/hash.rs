@@ -41,18 +41,25 @@ pub fn event_hash(prev: Option<&[u8]>, input: &HashInput<'_>) -> [u8; 32] {
 }
 
 /// The canonical serialisation of the hashed columns other than version and recorded_at.
+/// Written member by member in sorted key order, without building an intermediate document: it
+/// runs once per event on the writer's path.
 pub fn content_bytes(input: &HashInput<'_>) -> Vec<u8> {
-    let doc = serde_json::json!({
-        "category": input.category,
-        "stream_id": input.stream_id,
-        "event_id": input.event_id,
-        "type": input.event_type,
-        "schema_version": input.schema_version,
-        "data": input.data,
-        "metadata": input.metadata,
-    });
-    let mut out = Vec::with_capacity(256);
-    write_canonical(&doc, &mut out);
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"category\":");
+    write_serialized(input.category, &mut out);
+    out.extend_from_slice(b",\"data\":");
+    write_canonical(input.data, &mut out);
+    out.extend_from_slice(b",\"event_id\":");
+    write_serialized(&input.event_id, &mut out);
+    out.extend_from_slice(b",\"metadata\":");
+    write_canonical(input.metadata, &mut out);
+    out.extend_from_slice(b",\"schema_version\":");
+    write_serialized(&input.schema_version, &mut out);
+    out.extend_from_slice(b",\"stream_id\":");
+    write_serialized(&input.stream_id, &mut out);
+    out.extend_from_slice(b",\"type\":");
+    write_serialized(input.event_type, &mut out);
+    out.push(b'}');
     out
 }
 
@@ -60,18 +67,17 @@ pub fn content_bytes(input: &HashInput<'_>) -> Vec<u8> {
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            // keys are unique, and `String`'s order is their bytes' order
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
+            for (i, (key, v)) in members.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                write_serialized(key.as_str(), out);
                 out.push(b':');
-                if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
-                }
+                write_canonical(v, out);
             }
             out.push(b'}');
         }
@@ -85,11 +91,13 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => write_scalar(scalar, out),
+        scalar => write_serialized(scalar, out),
     }
 }
 
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
+/// A string, number, UUID or JSON scalar as serde_json writes it (strings escaped as a `Value`
+/// string is).
+fn write_serialized<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Serialising a scalar into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }
@@ -184,5 +192,72 @@ mod tests {
         assert_eq!(event_hash(None, &i), <[u8; 32]>::from(expected.finalize()));
         let later = HashInput { version: 2, ..input(&d, &m) };
         assert_ne!(event_hash(None, &i), event_hash(None, &later));
+    }
+
+    /// The canonical form as first written: the columns as one `serde_json` document, every
+    /// object's keys sorted. `content_bytes` writes it directly and must not differ by a byte.
+    fn reference_content(input: &HashInput<'_>) -> Vec<u8> {
+        fn canonical(value: &Value) -> Value {
+            match value {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    let mut out = String::from("{");
+                    for (i, k) in keys.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&serde_json::to_string(&Value::String(k.clone())).unwrap());
+                        out.push(':');
+                        out.push_str(canonical(&map[k]).as_str().unwrap());
+                    }
+                    out.push('}');
+                    Value::String(out)
+                }
+                Value::Array(items) => {
+                    let inner: Vec<String> = items.iter().map(|v| canonical(v).as_str().unwrap().to_owned()).collect();
+                    Value::String(format!("[{}]", inner.join(",")))
+                }
+                scalar => Value::String(serde_json::to_string(scalar).unwrap()),
+            }
+        }
+        let doc = serde_json::json!({
+            "category": input.category,
+            "stream_id": input.stream_id,
+            "event_id": input.event_id,
+            "type": input.event_type,
+            "schema_version": input.schema_version,
+            "data": input.data,
+            "metadata": input.metadata,
+        });
+        canonical(&doc).as_str().unwrap().as_bytes().to_vec()
+    }
+
+    #[test]
+    fn content_bytes_are_the_sorted_document_byte_for_byte() {
+        let data = serde_json::json!({
+            "zeta": [3, -2, 0, null, true, false, 1.5, 18_446_744_073_709_551_615_u64, -9_223_372_036_854_775_808_i64],
+            "Alpha": {"é": "ü", "e": "tab\there \"quoted\" back\\slash \u{7} \u{2028} 😀 </script>", "": {}},
+            "name": {"enc": "v1", "kid": Uuid::nil(), "n": "AAAAAAAAAAAAAAAA", "ct": "+/=="},
+            "nested": [{"b": 1, "a": [[], {}]}],
+        });
+        let metadata = serde_json::json!({"event_id": Uuid::nil(), "actor": {"role": "admin", "id": Uuid::max()}});
+        for (category, event_type) in [("customer", "CustomerRegistered"), ("order", "Ty\"pe\\")] {
+            let input = HashInput {
+                category,
+                stream_id: Uuid::max(),
+                version: 7,
+                event_id: Uuid::new_v4(),
+                event_type,
+                schema_version: -3,
+                data: &data,
+                metadata: &metadata,
+                recorded_at: Utc::now(),
+            };
+            assert_eq!(
+                String::from_utf8(content_bytes(&input)).unwrap(),
+                String::from_utf8(reference_content(&input)).unwrap()
+            );
+        }
     }
 }

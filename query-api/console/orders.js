@@ -154,8 +154,9 @@ async function render(id, fromLog, summary, timeline) {
   }
 }
 
-// A personal field as shown: the log holds it sealed, so the order's answer (where the query API
-// revealed it) gives the value; null once the customer's personal data was erased.
+// A personal field as shown: the order's answer or the audit event (both revealed by the query
+// API) gives the value; null once the customer's personal data was erased; an object is a sealed
+// value that does not decrypt.
 function personal(v) {
   if (v === null || v === undefined) return '(erased)';
   return typeof v === 'object' ? '(sealed)' : v;

@@ -48,7 +48,7 @@ async function load(out, category, id, version) {
           el('div', { class: 'panel' }, el('h2', {}, 'Digest'),
             facts([['version', el('span', { id: 'digest-version' }, String(digest.version))],
               ['head hash', el('span', { class: 'mono', id: 'digest-hash' }, digest.head_hash)]]),
-            verifier(events, digest)),
+            verifier(base, digest)),
           el('h2', {}, `History (${events.length} events)`), history,
           asOf(base, digest.version), differ(base, digest.version)),
         detail));
@@ -57,11 +57,14 @@ async function load(out, category, id, version) {
   });
 }
 
-function verifier(events, digest) {
+// The history shows personal fields revealed; the hashes cover them as stored (sealed), so the
+// verifier reads the same versions again as stored.
+function verifier(base, digest) {
   const result = el('div', { id: 'verify-result' });
   const button = el('button', { type: 'button', id: 'verify-button' }, 'Verify the chain in this browser');
   button.addEventListener('click', () => guard(async () => {
     clear(result).append(el('span', { class: 'muted' }, 'verifying…'));
+    const { events } = await api(`${base}/events${query({ to_version: digest.version, personal: 'stored' })}`);
     const report = await verifyStream(events, digest);
     clear(result);
     if (report.ok) {

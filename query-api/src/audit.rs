@@ -1,6 +1,10 @@
 //! Audit endpoints over the event log itself (never the read models), for auditors and admins:
 //! stream history with metadata and hashes, state as of a time or version (rebuilt with the
 //! write side's `evolve`), stream digests and proofs, log search and chain verification.
+//!
+//! Auditors are authorised callers: events and states show personal fields in clear while the
+//! customer's key exists and as `null` once it is destroyed (ADR 0027). `personal=stored` serves
+//! events as stored instead, sealed objects included, so their hashes can be recomputed.
 
 use std::sync::Arc;
 
@@ -18,6 +22,7 @@ use ordo_service::http::{Json, Query};
 mod verify_stream;
 
 use crate::params::{decode_cursor, page, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::personal::{reveal_events, PersonalView};
 use ordo_service::problem::FieldProblem;
 use ordo_service::{JwtKeys, Principal, Problem};
 use serde::{Deserialize, Serialize};
@@ -103,7 +108,20 @@ fn envelope(e: &RecordedEvent) -> Result<EventEnvelope, Problem> {
 struct VersionRange {
     from_version: Option<i64>,
     to_version: Option<i64>,
+    #[serde(default)]
+    personal: PersonalView,
 }
+
+/// Reveals the personal fields of `events` unless the caller asked for them as stored.
+async fn shown(store: &EventStore, view: PersonalView, events: &mut [RecordedEvent]) -> Result<(), Problem> {
+    match view {
+        PersonalView::Revealed => reveal_events(store.personal(), events).await.map_err(internal),
+        PersonalView::Stored => Ok(()),
+    }
+}
+
+const PERSONAL_PARAM: &str = "`revealed` (default): personal fields in clear while the customer's key exists, \
+    `null` once erased; `stored`: as stored (sealed objects), so the hashes can be recomputed";
 
 #[utoipa::path(
     get, path = "/v1/audit/streams/{category}/{id}/events", tag = "audit",
@@ -111,7 +129,8 @@ struct VersionRange {
         ("category" = String, Path, description = "customer, merchant, product or order"),
         ("id" = uuid::Uuid, Path, description = "the stream id"),
         ("from_version" = Option<i64>, Query),
-        ("to_version" = Option<i64>, Query, description = "not below `from_version`")
+        ("to_version" = Option<i64>, Query, description = "not below `from_version`"),
+        ("personal" = Option<String>, Query, pattern = "^(revealed|stored)$", description = PERSONAL_PARAM)
     ),
     responses(
         (status = 200, description = "the stream's events with metadata, hash and prev_hash", content_type = "application/json"),
@@ -132,10 +151,11 @@ async fn stream_events(
     if to < from {
         return Err(invalid("to_version", "must not be below from_version"));
     }
-    let events = s.store.read_stream_range(stream, from, to).await.map_err(internal)?;
+    let mut events = s.store.read_stream_range(stream, from, to).await.map_err(internal)?;
     if events.is_empty() && s.store.stream_version(stream).await.map_err(internal)? == 0 {
         return Err(Problem::not_found(format!("stream {stream} does not exist")));
     }
+    shown(&s.store, range.personal, &mut events).await?;
     let events = events.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "events": events })).into_response())
 }
@@ -293,6 +313,8 @@ struct SearchQuery {
     category: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+    #[serde(default)]
+    personal: PersonalView,
 }
 
 #[utoipa::path(
@@ -305,7 +327,8 @@ struct SearchQuery {
         ("correlation_id" = Option<uuid::Uuid>, Query),
         ("category" = Option<String>, Query, pattern = "^(customer|merchant|product|order)$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1..500, default 50"),
-        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$", description = "next_cursor of the previous page (opaque)")
+        ("cursor" = Option<String>, Query, pattern = "^([0-9a-f]{2})*$", description = "next_cursor of the previous page (opaque)"),
+        ("personal" = Option<String>, Query, pattern = "^(revealed|stored)$", description = PERSONAL_PARAM)
     ),
     responses(
         (status = 200, description = "matching events in log order: items and next_cursor", content_type = "application/json"),
@@ -360,7 +383,8 @@ async fn search_events(
     };
     // One extra row tells whether another page exists.
     let events = search(s.store.pool(), &query, after, limit + 1).await.map_err(internal)?;
-    let (events, next_cursor) = page(events, limit, |e| e.position);
+    let (mut events, next_cursor) = page(events, limit, |e| e.position);
+    shown(&s.store, q.personal, &mut events).await?;
     let items = events.iter().map(envelope).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }

@@ -26,6 +26,8 @@ use ordo_service::shutdown::Shutdown;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
+use crate::personal::{holds_sealed, reveal_events, PersonalView};
+
 /// How the feed reads and fans out.
 #[derive(Debug, Clone, Copy)]
 pub struct FeedOptions {
@@ -54,7 +56,8 @@ impl Default for FeedOptions {
 }
 
 /// One event as subscribers receive it: its cursor, what filters look at, and its envelope as
-/// JSON, serialised once for every subscriber.
+/// JSON, serialised once for every subscriber: with personal fields revealed (in clear while the
+/// key exists, `null` once erased) and, when that differs, as stored.
 #[derive(Debug, Clone)]
 pub struct FeedEvent {
     pub cursor: LogCursor,
@@ -62,20 +65,35 @@ pub struct FeedEvent {
     pub stream_id: Uuid,
     pub event_type: String,
     pub json: Arc<str>,
+    /// The envelope as stored (sealed personal fields, as the hash covers them) when it differs
+    /// from `json`.
+    pub stored_json: Option<Arc<str>>,
 }
 
 impl FeedEvent {
-    fn from_recorded(e: &RecordedEvent) -> Result<Self, StoreError> {
-        let envelope = e.to_envelope()?;
-        let json = serde_json::to_string(&envelope).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    fn from_recorded(e: &RecordedEvent, stored_json: Option<Arc<str>>) -> Result<Self, StoreError> {
         Ok(Self {
             cursor: LogCursor::after(e),
             category: e.stream.category,
             stream_id: e.stream.id,
             event_type: e.event_type.clone(),
-            json: json.into(),
+            json: envelope_json(e)?,
+            stored_json,
         })
     }
+
+    /// The envelope with personal fields revealed, or as stored.
+    pub fn json_as(&self, view: PersonalView) -> &Arc<str> {
+        match (view, &self.stored_json) {
+            (PersonalView::Stored, Some(stored)) => stored,
+            _ => &self.json,
+        }
+    }
+}
+
+fn envelope_json(e: &RecordedEvent) -> Result<Arc<str>, StoreError> {
+    let envelope = e.to_envelope()?;
+    serde_json::to_string(&envelope).map(Into::into).map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
 /// The events of `(from, to]`, in log order.
@@ -271,8 +289,14 @@ async fn read_page(
     cursor: LogCursor,
     page: i64,
 ) -> Result<(Vec<FeedEvent>, LogCursor), StoreError> {
-    let (events, next) = store.read_all(cursor, page).await?;
-    let events = events.iter().map(FeedEvent::from_recorded).collect::<Result<Vec<_>, _>>()?;
+    let (mut events, next) = store.read_all(cursor, page).await?;
+    // Revealed once per page for every subscriber; the key is read now, so an erasure shows in
+    // every page read after it.
+    let stored =
+        events.iter().map(|e| holds_sealed(e).then(|| envelope_json(e)).transpose()).collect::<Result<Vec<_>, _>>()?;
+    reveal_events(store.personal(), &mut events).await?;
+    let events =
+        events.iter().zip(stored).map(|(e, s)| FeedEvent::from_recorded(e, s)).collect::<Result<Vec<_>, _>>()?;
     Ok((events, next))
 }
 

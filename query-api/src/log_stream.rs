@@ -4,7 +4,8 @@
 //! audit API serves it. A subscription resumes after `Last-Event-ID` (or the `from` parameter:
 //! `start`, `now` or a cursor). The first message is id-only and names where the subscription
 //! starts; a filtered subscription also receives id-only messages, so the id it resumes from
-//! moves past events it skipped. Comments (`: heartbeat`) keep idle streams open through
+//! moves past events it skipped. Personal fields are revealed unless `personal=stored` asks for
+//! them as stored. Comments (`: heartbeat`) keep idle streams open through
 //! proxies. docs/log-subscription.md is the guide.
 
 use std::convert::Infallible;
@@ -22,6 +23,7 @@ use ordo_service::{Principal, Problem};
 
 use crate::log_feed::{Filter, Item, Start};
 use crate::params::Params;
+use crate::personal::PersonalView;
 use crate::AppState;
 
 /// Longest accepted event type name, and most names in one filter.
@@ -44,6 +46,9 @@ const MAX_TYPES: usize = 50;
         ("type" = Option<String>, Query, pattern = r"^\s*[A-Za-z0-9_.]{1,100}\s*(,\s*[A-Za-z0-9_.]{1,100}\s*){0,49}$",
             description = "up to 50 comma-separated event types (letters, digits, `_`, `.`), e.g. OrderPlaced,OrderConfirmed"),
         ("stream_id" = Option<uuid::Uuid>, Query, description = "only this stream's events"),
+        ("personal" = Option<String>, Query, pattern = "^(revealed|stored)$", description = "`revealed` (default): \
+            personal fields in clear while the customer's key exists, `null` once erased (as of when this process \
+            read the event); `stored`: as stored (sealed objects), so the hashes can be recomputed"),
         ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}$", description = "resume after this event id")
     ),
     responses(
@@ -68,6 +73,13 @@ pub async fn events(
     let mut p = Params::from_query(query)?;
     let start = start(&mut p, &headers);
     let filter = filter(&mut p);
+    let view = match p.raw("personal").map(str::to_owned) {
+        None => PersonalView::Revealed,
+        Some(raw) => PersonalView::parse(&raw).unwrap_or_else(|| {
+            p.reject("personal", "must be revealed or stored");
+            PersonalView::Revealed
+        }),
+    };
     p.finish()?;
     let Ok(items) = state.feed.subscribe(start, filter) else {
         let mut problem = Problem::unavailable("this process serves its maximum of log subscribers");
@@ -77,9 +89,9 @@ pub async fn events(
     tracing::info!(actor = %principal.id, role = principal.role.as_str(), ?start, "log subscription opened");
     // The stream ends when the token expires; the client reconnects with a fresh one.
     let expiry = token_expiry(&headers).unwrap_or_else(|| Duration::from_secs(365 * 24 * 3600));
-    let messages = items.take_until(tokio::time::sleep(expiry)).map(|item| {
+    let messages = items.take_until(tokio::time::sleep(expiry)).map(move |item| {
         Ok::<_, Infallible>(match item {
-            Item::Event(e) => Event::default().id(e.cursor.to_string()).data(&*e.json),
+            Item::Event(e) => Event::default().id(e.cursor.to_string()).data(&**e.json_as(view)),
             Item::Progress(cursor) => Event::default().id(cursor.to_string()),
         })
     });

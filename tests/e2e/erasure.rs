@@ -87,6 +87,8 @@ async fn after_an_erasure_over_http_nothing_ordo_serves_stores_or_publishes_hold
     let paid = api.order_in(order, &customer, "paid").await;
     assert_eq!(paid["shipping_address"]["line1"], json!(line1), "readable before the erasure");
     assert_eq!(paid["payment"]["payment_reference"], json!(reference));
+    let history = api.audit(&format!("/v1/audit/streams/customer/{customer_id}/events")).await.expect(200, "events");
+    assert_eq!(history.body["events"][0]["data"]["email"], json!(email), "auditors read it before the erasure");
 
     let erase = json!({"reason": "ticket 42"});
     api.post(&format!("/v1/customers/{customer_id}/erasure"), &customer, erase).await.expect(200, "erase");
@@ -105,6 +107,12 @@ async fn after_an_erasure_over_http_nothing_ordo_serves_stores_or_publishes_hold
     let replay = stack.ordo(&["replay"], Duration::from_secs(120)).await;
     assert!(replay.status.success(), "ordo replay: {}", String::from_utf8_lossy(&replay.stderr));
     let replay = format!("{}{}", String::from_utf8_lossy(&replay.stdout), String::from_utf8_lossy(&replay.stderr));
+    let mut exports = Vec::new();
+    for args in [&["export"][..], &["export", "--decrypt"]] {
+        let out = stack.ordo(args, Duration::from_secs(120)).await;
+        assert!(out.status.success(), "ordo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        exports.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
 
     for secret in &secrets {
         assert!(tables_containing(&stack, secret).await.is_empty(), "{secret} in the database");
@@ -113,6 +121,7 @@ async fn after_an_erasure_over_http_nothing_ordo_serves_stores_or_publishes_hold
         }
         assert!(!messages.iter().any(|m| m.contains(secret.as_str())), "{secret} in a Kafka message");
         assert!(!replay.contains(secret.as_str()), "{secret} in ordo replay: {replay}");
+        assert!(!exports.iter().any(|e| e.contains(secret.as_str())), "{secret} in ordo export");
     }
     assert!(messages.iter().any(|m| m.contains("\"enc\":\"v1\"")), "the messages carry the sealed values");
 }

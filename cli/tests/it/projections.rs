@@ -310,3 +310,60 @@ async fn a_replay_while_orders_keep_coming_and_the_live_projector_follows_report
     follower.await.unwrap().unwrap();
     println!("orders placed during the replays: {placed}, rows in flight seen: {in_flight}");
 }
+
+#[tokio::test]
+async fn replay_shows_a_drifted_personal_field_in_clear_until_the_erasure_and_as_null_after() {
+    use ordo_event_store::{NewEvent, StreamRef};
+    use ordo_schemas::{Actor, EventMetadata, Role};
+    let db = db().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    let line1 = format!("{} Replay Road", Uuid::new_v4().simple());
+    let placed = NewEvent {
+        event_type: "OrderPlaced".into(),
+        schema_version: 1,
+        data: json!({"order_id": order, "customer_id": customer, "merchant_id": Uuid::new_v4(),
+            "lines": [{"product_id": Uuid::new_v4(), "sku": "SKU-1", "name": "thing", "quantity": 1,
+                "unit_price": {"amount_minor": 500, "currency": "EUR"},
+                "line_total": {"amount_minor": 500, "currency": "EUR"}}],
+            "total": {"amount_minor": 500, "currency": "EUR"},
+            "shipping_address": {"line1": line1, "city": "Berlin", "postal_code": "10115", "country": "DE"}}),
+        metadata: EventMetadata {
+            event_id: Uuid::new_v4(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: None,
+            actor: Actor { id: customer, role: Role::Customer },
+            traceparent: None,
+            tracestate: None,
+        },
+    };
+    let stream = StreamRef::new(StreamCategory::Order, order);
+    db.store().append(stream, ExpectedVersion::NoStream, vec![placed]).await.unwrap();
+    project_whole_log(&db).await;
+    // the live row lost its address: the replayed one (sealed in the read model) differs
+    sqlx::query("UPDATE rm_orders SET shipping_address = 'null'::jsonb WHERE order_id = $1")
+        .bind(order)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let out = ordo(&db, &["replay", "--projection", "orders", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = tables(&json_out(&out));
+    let column = &t["rm_orders"]["different"][0]["columns"]["shipping_address"];
+    assert_eq!(column["live"], Value::Null, "{column}");
+    assert_eq!(column["replay"]["line1"], json!(line1), "revealed while the key exists: {column}");
+    let text = ordo(&db, &["replay", "--projection", "orders"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&line1), "{}", String::from_utf8_lossy(&text.stdout));
+
+    db.store().personal().erase(customer).await.unwrap();
+
+    for args in [&["replay", "--projection", "orders", "--json"][..], &["replay", "--projection", "orders"]] {
+        let out = ordo(&db, args);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!printed.contains(&line1), "{printed}");
+        assert!(!printed.contains("\"enc\""), "erased, not shown sealed: {printed}");
+    }
+    let t = tables(&json_out(&ordo(&db, &["replay", "--projection", "orders", "--json"])));
+    assert_eq!(t["rm_orders"]["different"][0]["columns"]["shipping_address"]["replay"], Value::Null);
+}

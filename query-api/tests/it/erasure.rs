@@ -1,6 +1,7 @@
 //! Personal fields in answers: an order's shipping address reads in clear while the customer's
 //! key exists and as `null` once it is destroyed, cached or not; the read model holds only the
-//! sealed value.
+//! sealed value. The audit API's events and the log subscription show them the same way, and as
+//! stored (sealed, hashes verifiable) on request.
 
 use std::time::Duration;
 
@@ -88,7 +89,16 @@ async fn an_orders_address_reads_in_clear_until_the_customer_is_erased_and_as_nu
         .json()
         .await
         .unwrap();
-    assert_eq!(events["events"][0]["data"]["shipping_address"]["enc"], "v1", "the audit log serves what is hashed");
+    assert_eq!(events["events"][0]["data"]["shipping_address"], Value::Null, "{events}");
+    let stored: Value = app
+        .get(&format!("/v1/audit/streams/order/{order}/events?personal=stored"), admin())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["events"][0]["data"]["shipping_address"]["enc"], "v1", "as stored: what is hashed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,5 +196,185 @@ async fn an_orders_payment_reference_and_cancellation_reason_read_in_clear_until
         app.get(&format!("/v1/audit/streams/order/{order}/state"), admin()).send().await.unwrap().json().await.unwrap();
     let text = state.to_string();
     assert!(!text.contains(&reference) && !text.contains(&reason), "{text}");
+    app.stop().await;
+}
+
+/// A customer registered with a unique email and address line, and an order of that customer
+/// shipped there, both under one correlation id.
+struct Registered {
+    customer: Uuid,
+    order: Uuid,
+    correlation: Uuid,
+    email: String,
+    line1: String,
+}
+
+async fn registered_with_an_order(app: &App) -> Registered {
+    let store = app.db.store();
+    let (customer, order, correlation) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let tag = Uuid::new_v4().simple().to_string();
+    let (email, line1) = (format!("audit-{tag}@example.com"), format!("{tag} Audit Lane"));
+    let address = json!({"line1": line1, "city": "Berlin", "postal_code": "10115", "country": "DE"});
+    let meta = || EventMetadata {
+        event_id: Uuid::new_v4(),
+        correlation_id: correlation,
+        causation_id: None,
+        actor: Actor { id: customer, role: Role::Customer },
+        traceparent: None,
+        tracestate: None,
+    };
+    let registered = NewEvent {
+        event_type: "CustomerRegistered".into(),
+        schema_version: 1,
+        data: json!({"customer_id": customer, "name": "Ada Lovelace", "email": email, "shipping_address": address}),
+        metadata: meta(),
+    };
+    let placed = NewEvent {
+        event_type: "OrderPlaced".into(),
+        schema_version: 1,
+        data: json!({"order_id": order, "customer_id": customer, "merchant_id": Uuid::new_v4(),
+            "lines": [{"product_id": Uuid::new_v4(), "sku": "SKU-1", "name": "thing", "quantity": 1,
+                "unit_price": {"amount_minor": 500, "currency": "EUR"},
+                "line_total": {"amount_minor": 500, "currency": "EUR"}}],
+            "total": {"amount_minor": 500, "currency": "EUR"}, "shipping_address": address}),
+        metadata: meta(),
+    };
+    let customer_stream = StreamRef::new(StreamCategory::Customer, customer);
+    store.append(customer_stream, ExpectedVersion::NoStream, vec![registered]).await.unwrap();
+    let order_stream = StreamRef::new(StreamCategory::Order, order);
+    store.append(order_stream, ExpectedVersion::NoStream, vec![placed]).await.unwrap();
+    Registered { customer, order, correlation, email, line1 }
+}
+
+/// The audit answers that hold the customer's and the order's events.
+fn audit_event_routes(r: &Registered) -> [String; 3] {
+    [
+        format!("/v1/audit/streams/customer/{}/events", r.customer),
+        format!("/v1/audit/streams/order/{}/events", r.order),
+        format!("/v1/audit/events?correlation_id={}", r.correlation),
+    ]
+}
+
+async fn audit_get(app: &App, path: &str) -> Value {
+    let auditor = Some((Role::Auditor, Uuid::new_v4()));
+    let resp = app.get(path, auditor).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+/// The events of an audit answer: `events` of a stream, `items` of a search.
+fn events_of(answer: &Value) -> Vec<Value> {
+    answer.get("events").or_else(|| answer.get("items")).and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn hash_recomputes(event: &Value) -> bool {
+    let envelope: ordo_schemas::EventEnvelope = serde_json::from_value(event.clone()).unwrap();
+    hex::encode(ordo_event_store::verify::envelope_hash(&envelope).unwrap()) == envelope.hash
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_show_personal_fields_in_clear_until_the_erasure_and_as_null_after() {
+    let app = App::spawn().await;
+    // subscribed before the appends: the shared reader's broadcast reveals them
+    let mut live = crate::log_stream::Sse::open(&app, "?category=customer", None).await;
+    let r = registered_with_an_order(&app).await;
+
+    let customer_events = audit_get(&app, &audit_event_routes(&r)[0]).await;
+    let registered = &events_of(&customer_events)[0]["data"];
+    assert_eq!(registered["email"], json!(r.email), "{customer_events}");
+    assert_eq!(registered["name"], "Ada Lovelace");
+    assert_eq!(registered["shipping_address"]["line1"], json!(r.line1));
+    let order_events = audit_get(&app, &audit_event_routes(&r)[1]).await;
+    assert_eq!(events_of(&order_events)[0]["data"]["shipping_address"]["line1"], json!(r.line1), "{order_events}");
+    let search = audit_get(&app, &audit_event_routes(&r)[2]).await;
+    let found = events_of(&search);
+    assert_eq!(found.len(), 2, "{search}");
+    assert!(found.iter().all(|e| e["data"]["shipping_address"]["line1"] == json!(r.line1)), "{search}");
+    let (_, streamed) = live.events(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(streamed["data"]["email"], json!(r.email), "{streamed}");
+
+    // as stored: sealed, and every hash recomputes from the answer
+    for route in audit_event_routes(&r) {
+        let sep = if route.contains('?') { '&' } else { '?' };
+        let stored = audit_get(&app, &format!("{route}{sep}personal=stored")).await;
+        let text = stored.to_string();
+        assert!(!text.contains(&r.email) && !text.contains(&r.line1), "{text}");
+        assert!(events_of(&stored).iter().all(hash_recomputes), "{text}");
+        assert!(events_of(&stored).iter().all(|e| e["data"]["shipping_address"]["enc"] == "v1"), "{text}");
+    }
+    let mut stored =
+        crate::log_stream::Sse::open(&app, &format!("?from=start&stream_id={}&personal=stored", r.customer), None)
+            .await;
+    let (_, sealed) = stored.events(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(sealed["data"]["email"]["enc"], "v1", "{sealed}");
+    assert!(hash_recomputes(&sealed));
+
+    app.db.store().personal().erase(r.customer).await.unwrap();
+
+    for route in audit_event_routes(&r) {
+        let answer = audit_get(&app, &route).await;
+        let text = answer.to_string();
+        assert!(!text.contains(&r.email) && !text.contains(&r.line1), "{route}: {text}");
+        assert!(!text.contains("\"enc\""), "erased, not shown sealed: {text}");
+        for event in events_of(&answer) {
+            assert_eq!(event["data"]["shipping_address"], Value::Null, "{route}: {text}");
+        }
+    }
+    let customer_events = audit_get(&app, &audit_event_routes(&r)[0]).await;
+    let registered = &events_of(&customer_events)[0]["data"];
+    assert_eq!((&registered["email"], &registered["name"]), (&Value::Null, &Value::Null), "{customer_events}");
+    assert_eq!(registered["customer_id"], json!(r.customer), "what is not personal stays");
+    let mut after = crate::log_stream::Sse::open(&app, &format!("?from=start&stream_id={}", r.customer), None).await;
+    let (_, streamed) = after.events(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(streamed["data"]["email"], Value::Null, "{streamed}");
+    assert!(!streamed.to_string().contains(&r.email));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_personal_view_is_refused_with_a_problem() {
+    let app = App::spawn().await;
+    let r = registered_with_an_order(&app).await;
+    let auditor = Some((Role::Auditor, Uuid::new_v4()));
+    for route in audit_event_routes(&r) {
+        let sep = if route.contains('?') { '&' } else { '?' };
+        let resp = app.get(&format!("{route}{sep}personal=clear"), auditor).send().await.unwrap();
+        assert!(resp.status().is_client_error(), "{route}: {}", resp.status());
+        assert_eq!(resp.headers()["content-type"], "application/problem+json", "{route}");
+    }
+    let resp =
+        app.get("/v1/log/events?personal=clear", auditor).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "personal", "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_ciphertext_stays_sealed_in_the_audit_events_and_its_event_fails_verification() {
+    let app = App::spawn().await;
+    let r = registered_with_an_order(&app).await;
+    // the email's ciphertext replaced by the name's: same key, wrong field
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only").execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "UPDATE events SET data = jsonb_set(data, '{email,ct}', data -> 'name' -> 'ct') \
+         WHERE category = 'customer' AND stream_id = $1 AND version = 1",
+    )
+    .bind(r.customer)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let answer = audit_get(&app, &audit_event_routes(&r)[0]).await;
+    let data = &events_of(&answer)[0]["data"];
+    assert_eq!(data["email"]["enc"], "v1", "shown as stored, neither clear nor erased: {answer}");
+    assert_eq!(data["name"], "Ada Lovelace", "the other fields still reveal");
+    let verify = audit_get(&app, &format!("/v1/audit/verify?category=customer&id={}", r.customer)).await;
+    assert_eq!(verify["ok"], false, "{verify}");
+    assert_eq!(verify["broken"][0]["version"], 1, "{verify}");
+    assert_eq!(verify["broken"][0]["problem"], "hash_mismatch", "{verify}");
     app.stop().await;
 }
