@@ -77,6 +77,7 @@ pub fn router(pool: sqlx::PgPool, keys: Arc<JwtKeys>) -> Router {
         .route("/v1/audit/events", get(search_events))
         .route("/v1/audit/verify", get(verify))
         .with_state(AuditState { store: EventStore::new(pool), keys })
+        .layer(axum::middleware::map_response(crate::no_store))
 }
 
 fn require_auditor(p: &Principal) -> Result<(), Problem> {

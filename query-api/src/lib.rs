@@ -72,6 +72,13 @@ pub(crate) fn internal<E: Into<anyhow::Error>>(e: E) -> Problem {
     Problem::from_failure(e.as_ref(), "query failed")
 }
 
+/// Marks an answer that may hold personal data in clear (the audit routes, the log
+/// subscription) as never to be stored by a cache on the way.
+pub(crate) async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The whole router: read models, audit, ops endpoints and `/openapi.json`, with the shared
 /// middleware; unknown routes and methods answer problem+json.
 pub fn app(state: AppState, limits: Limits) -> Router {
@@ -86,7 +93,7 @@ pub fn app(state: AppState, limits: Limits) -> Router {
         .route("/v1/projections/dead-letters", get(admin::dead_letters))
         .route("/v1/projections/parked", get(admin::parked))
         .route("/v1/projections/parked/retry", post(admin::retry))
-        .route("/v1/log/events", get(log_stream::events))
+        .route("/v1/log/events", get(log_stream::events).layer(axum::middleware::map_response(no_store)))
         .route("/v1/log/status", get(admin::log_status))
         .route("/v1/session", get(console::session))
         .route("/openapi.json", get(openapi::document))

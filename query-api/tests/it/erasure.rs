@@ -259,6 +259,8 @@ async fn audit_get(app: &App, path: &str) -> Value {
     let auditor = Some((Role::Auditor, Uuid::new_v4()));
     let resp = app.get(path, auditor).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{path}");
+    // personal data in clear is never kept by a cache on the way
+    assert_eq!(resp.headers()["cache-control"], "no-store", "{path}");
     resp.json().await.unwrap()
 }
 

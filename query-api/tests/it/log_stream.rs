@@ -55,6 +55,7 @@ impl Sse {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200, "{query}");
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "personal data in clear is never cached");
         Sse { resp, buffer: String::new(), comments: 0 }
     }
 
