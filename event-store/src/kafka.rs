@@ -275,7 +275,7 @@ impl ConsumerSettings {
 /// leaves the group; dropping the consumer stops the thread without waiting for it.
 pub struct EventConsumer {
     rx: Option<mpsc::Receiver<OwnedMessage>>,
-    commits: std_mpsc::Sender<(String, i32, i64)>,
+    commits: std_mpsc::Sender<Commit>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -330,12 +330,17 @@ impl EventConsumer {
     /// Marks `message` handled: its offset (and every earlier one in its partition) is
     /// committed shortly, asynchronously, and at the latest on [`EventConsumer::shutdown`].
     pub fn commit(&self, message: &OwnedMessage) {
-        self.commit_offset(message.topic(), message.partition(), message.offset() + 1);
+        let _ = self.commits.send(Commit {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            next_offset: message.offset() + 1,
+            incarnation: incarnation(message),
+        });
     }
 
     /// Commits `next_offset` (the offset of the next message to read) for a partition.
     pub fn commit_offset(&self, topic: &str, partition: i32, next_offset: i64) {
-        let _ = self.commits.send((topic.to_owned(), partition, next_offset));
+        let _ = self.commits.send(Commit { topic: topic.to_owned(), partition, next_offset, incarnation: None });
     }
 
     /// Stops polling, commits acknowledged offsets synchronously and leaves the group.
@@ -356,6 +361,14 @@ impl Drop for EventConsumer {
 
 type Pending = HashMap<(String, i32), i64>;
 
+/// An offset to commit, with the broker incarnation of the message it follows (when known).
+struct Commit {
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+    incarnation: Option<i64>,
+}
+
 /// Whether a consumer error means the connection to the broker was lost, after which the
 /// client is replaced (see [`poll_loop`]).
 pub(crate) fn broker_gone(e: &KafkaError) -> bool {
@@ -372,7 +385,7 @@ fn poll_loop(
     mut consumer: BaseConsumer,
     make: &dyn Fn() -> Result<BaseConsumer, KafkaError>,
     tx: &mpsc::Sender<OwnedMessage>,
-    commits: &std_mpsc::Receiver<(String, i32, i64)>,
+    commits: &std_mpsc::Receiver<Commit>,
     stop: &AtomicBool,
 ) {
     let mut pending: Pending = HashMap::new();
@@ -382,9 +395,10 @@ fn poll_loop(
     let mut replaced_in_outage = false;
     let mut past_end_checked = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        drain_commits(commits, &mut pending, Duration::ZERO);
+        drain_commits(commits, &mut pending, &incarnations, Duration::ZERO);
         flush_commits(&consumer, &mut pending, CommitMode::Async);
         if past_end_checked.elapsed() >= PAST_END_CHECK {
+            incarnations.rewind_behind(&consumer);
             rewind_past_end(&consumer);
             past_end_checked = Instant::now();
         }
@@ -426,13 +440,13 @@ fn poll_loop(
                 Err(mpsc::error::TrySendError::Full(m)) => {
                     held = Some(m);
                     // The handler is behind: wait for it, applying its commits meanwhile.
-                    drain_commits(commits, &mut pending, Duration::from_millis(10));
+                    drain_commits(commits, &mut pending, &incarnations, Duration::from_millis(10));
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
         }
     }
-    drain_commits(commits, &mut pending, Duration::ZERO);
+    drain_commits(commits, &mut pending, &incarnations, Duration::ZERO);
     flush_commits(&consumer, &mut pending, CommitMode::Sync);
     consumer.unsubscribe();
 }
@@ -505,9 +519,13 @@ fn rewind_past_end(consumer: &BaseConsumer) {
     }
 }
 
-/// The highest broker incarnation seen per partition (the relay's `ordo-incarnation` header).
+/// The highest broker incarnation seen per partition (the relay's `ordo-incarnation` header),
+/// and the highest seen in any partition.
 #[derive(Default)]
-struct Incarnations(HashMap<(String, i32), i64>);
+struct Incarnations {
+    partitions: HashMap<(String, i32), i64>,
+    newest: i64,
+}
 
 impl Incarnations {
     /// Whether `m` shows its partition was re-created since this consumer last read it (a higher
@@ -517,7 +535,8 @@ impl Incarnations {
     /// deduplicate by stream version, so what was already handled is skipped.
     fn rewind(&mut self, consumer: &BaseConsumer, m: &OwnedMessage) -> bool {
         let Some(incarnation) = incarnation(m) else { return false };
-        let slot = self.0.entry((m.topic().to_owned(), m.partition())).or_insert(incarnation);
+        self.newest = self.newest.max(incarnation);
+        let slot = self.partitions.entry((m.topic().to_owned(), m.partition())).or_insert(incarnation);
         if incarnation <= *slot {
             return false;
         }
@@ -542,6 +561,50 @@ impl Incarnations {
             }
         }
     }
+
+    /// Rewinds every assigned partition this consumer read in an older incarnation than the
+    /// newest it has seen anywhere. The broker lost everything at once, so such a partition was
+    /// re-created too, whether or not a message of the new incarnation has reached it: its
+    /// position may come from the old partition, or from a commit of the old partition that
+    /// reached the new broker late. That position can lie anywhere in the new partition, also
+    /// exactly at its end, where nothing past the end shows it and no message of the new
+    /// incarnation arrives to show it (a partition the relay republished no more into than the
+    /// old commit counted would then never be read).
+    fn rewind_behind(&mut self, consumer: &BaseConsumer) {
+        if !self.partitions.values().any(|i| *i < self.newest) {
+            return;
+        }
+        let Ok(assigned) = consumer.assignment() else { return };
+        for part in assigned.elements() {
+            let key = (part.topic().to_owned(), part.partition());
+            let Some(slot) = self.partitions.get_mut(&key) else { continue };
+            if *slot >= self.newest {
+                continue;
+            }
+            match consumer.seek(&key.0, key.1, Offset::Beginning, Duration::from_secs(5)) {
+                Ok(()) => {
+                    *slot = self.newest;
+                    tracing::warn!(
+                        topic = %key.0,
+                        partition = key.1,
+                        incarnation = self.newest,
+                        "the broker was re-created since this partition was read: reading it again from the beginning"
+                    );
+                }
+                // Not fetching yet (just assigned): the next check tries again.
+                Err(e) => tracing::debug!(topic = %key.0, partition = key.1, error = %e,
+                    "cannot rewind a partition of an older incarnation yet"),
+            }
+        }
+    }
+
+    /// Whether a commit following a message of `incarnation` belongs to a partition this consumer
+    /// knows was re-created since: its offset counts in the old partition and must not reach the
+    /// new one.
+    fn outdated(&self, topic: &str, partition: i32, incarnation: Option<i64>) -> bool {
+        let Some(incarnation) = incarnation else { return false };
+        self.partitions.get(&(topic.to_owned(), partition)).is_some_and(|known| incarnation < *known)
+    }
 }
 
 /// The broker incarnation a message was published in (`None` for messages without the header).
@@ -549,22 +612,26 @@ pub fn incarnation<M: Message>(message: &M) -> Option<i64> {
     header(message, headers::INCARNATION).and_then(|v| v.parse().ok())
 }
 
-fn drain_commits(rx: &std_mpsc::Receiver<(String, i32, i64)>, pending: &mut Pending, wait: Duration) {
+fn drain_commits(rx: &std_mpsc::Receiver<Commit>, pending: &mut Pending, known: &Incarnations, wait: Duration) {
     if !wait.is_zero() {
-        if let Ok((t, p, o)) = rx.recv_timeout(wait) {
-            record(pending, t, p, o);
+        if let Ok(c) = rx.recv_timeout(wait) {
+            record(pending, known, c);
         }
     }
-    while let Ok((t, p, o)) = rx.try_recv() {
-        record(pending, t, p, o);
+    while let Ok(c) = rx.try_recv() {
+        record(pending, known, c);
     }
 }
 
 /// The latest commit of a partition wins: handlers commit each partition in the order they
 /// received it, so it is also the highest, except right after a re-created partition was
 /// rewound, when the old incarnation's higher offsets must not be committed over the new ones.
-fn record(pending: &mut Pending, topic: String, partition: i32, offset: i64) {
-    pending.insert((topic, partition), offset);
+/// A commit after a message of an incarnation older than the partition's is dropped.
+fn record(pending: &mut Pending, known: &Incarnations, c: Commit) {
+    if known.outdated(&c.topic, c.partition, c.incarnation) {
+        return;
+    }
+    pending.insert((c.topic, c.partition), c.next_offset);
 }
 
 fn flush_commits(consumer: &BaseConsumer, pending: &mut Pending, mode: CommitMode) {

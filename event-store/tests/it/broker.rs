@@ -114,3 +114,76 @@ async fn a_committed_offset_past_the_end_of_a_partition_is_read_again_from_its_b
     assert_eq!(offsets, [0, 1, 2]);
     consumer.shutdown().await;
 }
+
+/// A broker that came back empty can receive a late commit of the old log (one in flight or
+/// deferred when the broker went away) after the topic was created again. When that offset is
+/// exactly the end of the new partition, nothing lies past the end and no message of the new
+/// incarnation arrives at the position, so neither shows the partition was re-created. The
+/// consumer knows the broker was (another partition brought a newer incarnation) and that it read
+/// this partition in the older one, so it reads the partition again from its beginning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_of_the_old_log_at_the_end_of_a_re_created_partition_does_not_hide_it() {
+    use ordo_event_store::kafka::{ConsumerSettings, EventConsumer};
+    use ordo_schemas::envelope::headers;
+    async fn publish(bootstrap: &str, partition: i32, incarnation: i64, count: usize) {
+        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+        let stamp = incarnation.to_string();
+        for i in 0..count {
+            let payload = format!("{{\"incarnation\":{incarnation},\"n\":{i}}}");
+            let h = OwnedHeaders::new().insert(Header { key: headers::INCARNATION, value: Some(stamp.as_str()) });
+            producer
+                .send(
+                    FutureRecord::to("ordo.reborn").partition(partition).key("k").payload(&payload).headers(h),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+
+    /// Receives until `done` holds for what arrived: (partition, offset, incarnation).
+    async fn receive(
+        consumer: &mut EventConsumer,
+        arrived: &mut Vec<(i32, i64, Option<i64>)>,
+        done: impl Fn(&[(i32, i64, Option<i64>)]) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !done(arrived) {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Some(m)) => {
+                    arrived.push((m.partition(), m.offset(), ordo_event_store::kafka::incarnation(&m)));
+                    consumer.commit(&m);
+                }
+                Ok(None) => panic!("the consumer stopped"),
+                Err(_) => panic!("what arrived, {arrived:?}, is not all of the re-created partitions"),
+            }
+        }
+    }
+
+    let mut broker = Broker::start().await;
+    broker.create_topics(&["ordo.reborn"], 2).await;
+    publish(&broker.bootstrap(), 0, 1, 2).await;
+    publish(&broker.bootstrap(), 1, 1, 3).await;
+    let mut consumer =
+        EventConsumer::start(ConsumerSettings::new(broker.bootstrap(), "reborn", &["ordo.reborn"])).unwrap();
+    let mut arrived = Vec::new();
+    receive(&mut consumer, &mut arrived, |a| a.len() == 5).await;
+
+    // The broker loses everything and the topic is created again. A commit of the old partition
+    // 1 (3, its end then), handled late, reaches the new broker before the consumer is given the
+    // partition there (it finds the topic at its next metadata refresh).
+    broker.restart().await;
+    broker.create_topics(&["ordo.reborn"], 2).await;
+    consumer.commit_offset("ordo.reborn", 1, 3);
+    // The relay publishes the log again: partition 1 gets as many messages as it had, partition
+    // 0 more (events written since).
+    publish(&broker.bootstrap(), 1, 2, 3).await;
+    publish(&broker.bootstrap(), 0, 2, 4).await;
+
+    let new = |a: &[(i32, i64, Option<i64>)], partition: i32, count: i64| {
+        (0..count).all(|offset| a.contains(&(partition, offset, Some(2))))
+    };
+    receive(&mut consumer, &mut arrived, |a| new(a, 0, 4) && new(a, 1, 3)).await;
+    consumer.shutdown().await;
+}
