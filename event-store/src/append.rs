@@ -238,29 +238,43 @@ fn decode_row(
                 Some(AppendError::Conflict { stream: a.stream, expected: a.expected, actual: actual.unwrap_or(0) });
         }
         IDEMPOTENCY_TAKEN => {
-            let stored = match (&r.idempotency, row.try_get::<Option<Vec<u8>>, _>("out_stored_hash")?) {
-                (Some(idem), Some(request_hash)) => {
-                    let status: i16 = row.try_get::<Option<i16>, _>("out_stored_status")?.unwrap_or_default();
-                    Some(Box::new(IdempotencyRecord {
-                        scope: idem.scope.clone(),
-                        key: idem.key.clone(),
-                        request_hash,
-                        response_status: u16::try_from(status).unwrap_or_default(),
-                        response_body: row
-                            .try_get::<Option<serde_json::Value>, _>("out_stored_body")?
-                            .unwrap_or_default(),
-                    }))
-                }
-                _ => None,
-            };
-            let (scope, key) = r.idempotency.as_ref().map(|i| (i.scope.clone(), i.key.clone())).unwrap_or_default();
-            refused[index] = Some(AppendError::IdempotencyKeyTaken { scope, key, stored });
+            let stored = stored_record(r, row, ["out_stored_hash", "out_stored_status", "out_stored_body"])?;
+            refused[index] = Some(key_taken(r, stored));
         }
-        CLAIM_TAKEN => {
-            let (kind, value) = r.claim.as_ref().map(|c| (c.kind.clone(), c.value.clone())).unwrap_or_default();
-            refused[index] = Some(AppendError::ClaimTaken { kind, value });
-        }
+        CLAIM_TAKEN => refused[index] = Some(claim_taken(r)),
         other => return Err(StoreError::Corrupt(format!("unknown append outcome {other}"))),
     }
     Ok(())
+}
+
+/// The answer stored under `request`'s idempotency key, from the columns of a refusal row named
+/// `[hash, status, body]`; `None` when the request has no key or the row no stored hash.
+pub(crate) fn stored_record(
+    request: &AppendRequest,
+    row: &sqlx::postgres::PgRow,
+    [hash, status, body]: [&str; 3],
+) -> Result<Option<IdempotencyRecord>, sqlx::Error> {
+    let (Some(idem), Some(request_hash)) = (&request.idempotency, row.try_get::<Option<Vec<u8>>, _>(hash)?) else {
+        return Ok(None);
+    };
+    let status: i16 = row.try_get::<Option<i16>, _>(status)?.unwrap_or_default();
+    Ok(Some(IdempotencyRecord {
+        scope: idem.scope.clone(),
+        key: idem.key.clone(),
+        request_hash,
+        response_status: u16::try_from(status).unwrap_or_default(),
+        response_body: row.try_get::<Option<serde_json::Value>, _>(body)?.unwrap_or_default(),
+    }))
+}
+
+/// The refusal of a request whose idempotency key is taken, with the stored answer.
+pub(crate) fn key_taken(request: &AppendRequest, stored: Option<IdempotencyRecord>) -> AppendError {
+    let (scope, key) = request.idempotency.as_ref().map(|i| (i.scope.clone(), i.key.clone())).unwrap_or_default();
+    AppendError::IdempotencyKeyTaken { scope, key, stored: stored.map(Box::new) }
+}
+
+/// The refusal of a request whose unique claim is taken.
+pub(crate) fn claim_taken(request: &AppendRequest) -> AppendError {
+    let (kind, value) = request.claim.as_ref().map(|c| (c.kind.clone(), c.value.clone())).unwrap_or_default();
+    AppendError::ClaimTaken { kind, value }
 }

@@ -11,14 +11,14 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use ordo_schemas::{StreamCategory, StreamRef};
-use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::append::{event_content, Answer};
+use crate::append::{claim_taken, event_content, key_taken, stored_record, Answer};
 use crate::error::{AppendError, ExpectedVersion, StoreError};
+use crate::hash::{link_hash, recorded_at_text};
 use crate::types::{AppendRequest, AppendedStream, IdempotencyRecord, StreamAppend, UniqueClaim};
 use crate::writer::chain_broken;
 
@@ -129,16 +129,6 @@ struct Plan {
     first_slot: Vec<usize>,
 }
 
-fn chain_hash(prev: Option<&[u8; 32]>, content: &[u8], version: i64, ts: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    if let Some(prev) = prev {
-        hasher.update(prev);
-    }
-    hasher.update(content);
-    hasher.update(format!("|{version}|{ts}"));
-    hasher.finalize().into()
-}
-
 /// Decides every request in order, as `ordo_append_batch` does: a link after a refused one, a
 /// taken key, a taken claim, then each stream's expectation against the head the requests before
 /// it left.
@@ -179,11 +169,9 @@ fn plan(requests: &[&AppendRequest], after: &[i32], known: &Known, taken: &Taken
                 None => chain_broken(r),
             })
         } else if let Some(stored) = taken.keys.get(&ri) {
-            let (scope, key) = r.idempotency.as_ref().map(|i| (i.scope.clone(), i.key.clone())).unwrap_or_default();
-            Some(AppendError::IdempotencyKeyTaken { scope, key, stored: stored.clone().map(Box::new) })
+            Some(key_taken(r, stored.clone()))
         } else if taken.claims.contains(&ri) {
-            let (kind, value) = r.claim.as_ref().map(|c| (c.kind.clone(), c.value.clone())).unwrap_or_default();
-            Some(AppendError::ClaimTaken { kind, value })
+            Some(claim_taken(r))
         } else {
             r.appends.iter().find_map(|a| {
                 let head = p.end[slot(a)];
@@ -208,7 +196,8 @@ fn plan(requests: &[&AppendRequest], after: &[i32], known: &Known, taken: &Taken
                 let from = head.version + 1;
                 for within in 0..a.events.len() {
                     let version = head.version + 1;
-                    let hash = chain_hash(head.hash.as_ref(), &encoded.content[event], version, ts);
+                    let hash =
+                        link_hash(head.hash.as_ref().map(|h| h.as_slice()), &encoded.content[event], version, ts);
                     p.rows.push(Written {
                         slot: s,
                         version,
@@ -252,7 +241,7 @@ pub(crate) async fn append(
     for _ in 0..TRIES {
         let now = Utc::now().trunc_subsecs(6);
         let ts = known.last_ts.map_or(now, |last| last.max(now));
-        let ts_text = ts.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let ts_text = recorded_at_text(ts);
         let plan = plan(requests, after, known, &taken, &encoded, &ts_text);
         let rows = send(conn, requests, &encoded, &plan, &taken, ts).await?;
         let mut settled = true;
@@ -281,7 +270,10 @@ pub(crate) async fn append(
                     settled = false;
                     let index = checked_index(row)?;
                     let request = keyed(requests, &taken).nth(index).ok_or_else(corrupt)?;
-                    taken.keys.insert(request, stored(requests[request], row)?);
+                    taken.keys.insert(
+                        request,
+                        stored_record(requests[request], row, ["out_hash", "out_status", "out_body"])?,
+                    );
                 }
                 4 => {
                     settled = false;
@@ -318,18 +310,6 @@ fn stream_of(row: &sqlx::postgres::PgRow) -> Result<StreamRef, sqlx::Error> {
 fn checked_index(row: &sqlx::postgres::PgRow) -> Result<usize, sqlx::Error> {
     let index: i32 = row.try_get("out_index")?;
     usize::try_from(index - 1).map_err(|_| corrupt())
-}
-
-fn stored(request: &AppendRequest, row: &sqlx::postgres::PgRow) -> Result<Option<IdempotencyRecord>, sqlx::Error> {
-    let Some(idem) = &request.idempotency else { return Ok(None) };
-    let status: Option<i16> = row.try_get("out_status")?;
-    Ok(Some(IdempotencyRecord {
-        scope: idem.scope.clone(),
-        key: idem.key.clone(),
-        request_hash: row.try_get::<Option<Vec<u8>>, _>("out_hash")?.unwrap_or_default(),
-        response_status: u16::try_from(status.unwrap_or_default()).unwrap_or_default(),
-        response_body: row.try_get::<Option<serde_json::Value>, _>("out_body")?.unwrap_or_default(),
-    }))
 }
 
 /// Requests whose idempotency key is checked in this try, in the order they are sent.

@@ -31,13 +31,24 @@ pub struct HashInput<'a> {
 
 /// The hash of an event given the hash of its predecessor (`None` for version 1).
 pub fn event_hash(prev: Option<&[u8]>, input: &HashInput<'_>) -> [u8; 32] {
+    link_hash(prev, &content_bytes(input), input.version, &recorded_at_text(input.recorded_at))
+}
+
+/// The hash of a link from its parts: the content bytes ([`content_bytes`]) and `recorded_at` as
+/// [`recorded_at_text`] writes it (a writer formats its batch's time once).
+pub fn link_hash(prev: Option<&[u8]>, content: &[u8], version: i64, recorded_at: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     if let Some(prev) = prev {
         hasher.update(prev);
     }
-    hasher.update(content_bytes(input));
-    hasher.update(format!("|{}|{}", input.version, input.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true)));
+    hasher.update(content);
+    hasher.update(format!("|{version}|{recorded_at}"));
     hasher.finalize().into()
+}
+
+/// `recorded_at` as the hash covers it: RFC 3339 UTC with microseconds.
+pub fn recorded_at_text(recorded_at: DateTime<Utc>) -> String {
+    recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// The canonical serialisation of the hashed columns other than version and recorded_at.

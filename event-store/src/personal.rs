@@ -162,6 +162,18 @@ pub struct Revealable<'a> {
     pub data: &'a mut Value,
 }
 
+impl<'a> From<&'a mut RecordedEvent> for Revealable<'a> {
+    fn from(e: &'a mut RecordedEvent) -> Self {
+        Self {
+            category: e.stream.category,
+            stream_id: e.stream.id,
+            version: e.version,
+            event_type: e.event_type.as_str(),
+            data: &mut e.data,
+        }
+    }
+}
+
 /// One sealed value kept outside the log (a read model's copy), with the stream and field it
 /// was sealed for.
 pub struct SealedSlot<'a> {
@@ -464,16 +476,7 @@ impl PersonalData {
     /// # Errors
     /// [`StoreError::Corrupt`] naming the first event whose field does not decrypt.
     pub async fn reveal_recorded(&self, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
-        let mut items: Vec<Revealable<'_>> = events
-            .iter_mut()
-            .map(|e| Revealable {
-                category: e.stream.category,
-                stream_id: e.stream.id,
-                version: e.version,
-                event_type: e.event_type.as_str(),
-                data: &mut e.data,
-            })
-            .collect();
+        let mut items: Vec<Revealable<'_>> = events.iter_mut().map(Revealable::from).collect();
         match self.reveal(&mut items).await?.into_iter().flatten().next() {
             Some(problem) => Err(StoreError::Corrupt(problem)),
             None => Ok(()),

@@ -55,16 +55,7 @@ pub async fn reveal_events(
     if !events.iter().any(holds_sealed) {
         return Ok(());
     }
-    let mut items: Vec<Revealable<'_>> = events
-        .iter_mut()
-        .map(|e| Revealable {
-            category: e.stream.category,
-            stream_id: e.stream.id,
-            version: e.version,
-            event_type: e.event_type.as_str(),
-            data: &mut e.data,
-        })
-        .collect();
+    let mut items: Vec<Revealable<'_>> = events.iter_mut().map(Revealable::from).collect();
     let problems = personal.reveal(&mut items).await?;
     for (event, problem) in events.iter().zip(problems) {
         if let Some(problem) = problem {
