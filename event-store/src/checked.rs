@@ -248,6 +248,9 @@ pub(crate) async fn append(
         let mut positions: HashMap<(StreamRef, i64), i64> = HashMap::with_capacity(plan.rows.len());
         for row in &rows {
             let kind: i16 = row.try_get("out_kind")?;
+            if let Some(label) = refusal_label(kind) {
+                metrics::counter!("ordo_append_refused_tries_total", "kind" => label).increment(1);
+            }
             match kind {
                 0 => {
                     let stream = stream_of(row)?;
@@ -294,6 +297,17 @@ pub(crate) async fn append(
         return Ok(Some(answers(requests, plan, &positions, ts)));
     }
     Ok(None)
+}
+
+/// What a refusal row of `ordo_append_checked` says did not hold, for the metric.
+fn refusal_label(kind: i16) -> Option<&'static str> {
+    match kind {
+        1 => Some("head"),
+        2 => Some("clock"),
+        3 => Some("key"),
+        4 => Some("claim"),
+        _ => None,
+    }
 }
 
 fn corrupt() -> sqlx::Error {

@@ -233,6 +233,7 @@ async fn execute(
         // Not settled in a few tries (several writers on the same streams): the database decides,
         // and the heads it leaves are learnt again on the next batch.
         Ok(None) => {
+            metrics::counter!("ordo_append_left_to_database_total").increment(1);
             known.forget();
             append_batch(&mut *c, &requests, &after).await
         }
@@ -294,7 +295,9 @@ async fn connection<'c>(
 ) -> Result<&'c mut PgConnection, sqlx::Error> {
     if conn.is_none() {
         let mut c = (*pool.connect_options()).clone().application_name("ordo-writer").connect().await?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        // Every append is acknowledged only once it is durable, whatever the pool's, role's or
+        // database's default (ADR 0033).
+        sqlx::query("SELECT set_config('lock_timeout', $1, false), set_config('synchronous_commit', 'on', false)")
             .bind(format!("{}ms", options.lock_timeout.as_millis().max(1)))
             .execute(&mut c)
             .await?;
