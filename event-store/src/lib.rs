@@ -69,17 +69,6 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
     open_pool(options, max_connections).await
 }
 
-/// Opens a pool for data derived from the log and nothing else (read models, their progress and
-/// consumer offsets): its transactions commit without waiting for the WAL flush
-/// (`synchronous_commit = off`, ADR 0033). A crash of PostgreSQL can lose the last fraction of
-/// a second of such commits, never half of one; the offsets stored with them go back with them,
-/// so the events are delivered and applied again. The log itself is never written through it:
-/// appends go through the writer, whose own connection always commits synchronously.
-pub async fn connect_for_derived_data(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let options: PgConnectOptions = database_url.parse()?;
-    open_pool(options.options([("synchronous_commit", "off")]), max_connections).await
-}
-
 async fn open_pool(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StoreError> {
     // No ping before every checkout: a dead connection fails its statement and is replaced.
     let pool = PgPoolOptions::new()

@@ -295,8 +295,8 @@ async fn connection<'c>(
 ) -> Result<&'c mut PgConnection, sqlx::Error> {
     if conn.is_none() {
         let mut c = (*pool.connect_options()).clone().application_name("ordo-writer").connect().await?;
-        // Every append is acknowledged only once it is durable, whatever the pool's, role's or
-        // database's default (ADR 0033).
+        // Every append is acknowledged only once it is durable, even where the role's or the
+        // database's default is `synchronous_commit = off`.
         sqlx::query("SELECT set_config('lock_timeout', $1, false), set_config('synchronous_commit', 'on', false)")
             .bind(format!("{}ms", options.lock_timeout.as_millis().max(1)))
             .execute(&mut c)

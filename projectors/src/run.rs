@@ -18,7 +18,7 @@ use crate::{Projector, Target};
 /// When the database cannot be reached or its schema is behind, the ops address cannot be bound or the
 /// consumer cannot join its group.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let pool = ordo_event_store::connect_for_derived_data(config.database_url.expose(), config.db_connections).await?;
+    let pool = ordo_event_store::connect(config.database_url.expose(), config.db_connections).await?;
     let migrators = [&ordo_event_store::MIGRATOR, &crate::MIGRATOR];
     ordo_event_store::prepare_schema(&pool, &migrators, config.migrate).await?;
     if config.create_topics > 0 {

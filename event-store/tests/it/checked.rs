@@ -108,7 +108,7 @@ async fn an_event_recorded_later_than_the_writers_clock_never_makes_recorded_at_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_commit_synchronously_even_through_a_pool_for_derived_data() {
+async fn appends_commit_synchronously_even_where_the_default_is_asynchronous() {
     let db = TestDb::new().await;
     // What each append's transaction had as synchronous_commit, recorded by a trigger.
     sqlx::query("CREATE TABLE commit_modes (mode TEXT NOT NULL)").execute(&db.pool).await.unwrap();
@@ -119,21 +119,24 @@ async fn appends_commit_synchronously_even_through_a_pool_for_derived_data() {
     .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("CREATE TRIGGER record_commit_mode AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION record_commit_mode()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER record_commit_mode AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION record_commit_mode()",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
-    let derived = ordo_event_store::connect_for_derived_data(&db.url, 2).await.unwrap();
-    let shown: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&derived).await.unwrap();
-    assert_eq!(shown, "off", "the pool for derived data commits without waiting for the flush");
+    // An operator's default of asynchronous commits, as the pool's connections get it.
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let relaxed = sqlx::PgPool::connect_with(options.options([("synchronous_commit", "off")])).await.unwrap();
+    let shown: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&relaxed).await.unwrap();
+    assert_eq!(shown, "off");
 
     // Both the writer's decision and the database's: each append is durable when answered.
-    let store = EventStore::new(derived.clone());
     let s = product();
-    store.append(s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
-    deciding_in_database(&derived).append(s, ExpectedVersion::Exact(1), vec![event(2)]).await.unwrap();
+    EventStore::new(relaxed.clone()).append(s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
+    deciding_in_database(&relaxed).append(s, ExpectedVersion::Exact(1), vec![event(2)]).await.unwrap();
     let modes: Vec<String> = sqlx::query_scalar("SELECT mode FROM commit_modes").fetch_all(&db.pool).await.unwrap();
     assert_eq!(modes, ["on", "on"]);
-    derived.close().await;
+    relaxed.close().await;
 }
