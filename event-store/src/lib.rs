@@ -66,10 +66,6 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Opens a connection pool with settings suited to the event log.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = database_url.parse()?;
-    open_pool(options, max_connections).await
-}
-
-async fn open_pool(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StoreError> {
     // No ping before every checkout: a dead connection fails its statement and is replaced.
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
