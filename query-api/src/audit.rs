@@ -15,7 +15,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use ordo_domain::{Aggregate, Customer, Merchant, Order, Product};
 use ordo_event_store::search::{search, LogQuery};
-use ordo_event_store::{EventStore, RecordedEvent};
+use ordo_event_store::{EventStore, RecordedEvent, StoreError};
 use ordo_schemas::{EventEnvelope, Role, StreamCategory, StreamRef};
 use ordo_service::http::{Json, Query};
 
@@ -24,7 +24,7 @@ mod verify_stream;
 use crate::params::{decode_cursor, page, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::personal::{reveal_events, PersonalView};
 use ordo_service::problem::FieldProblem;
-use ordo_service::{JwtKeys, Principal, Problem};
+use ordo_service::{Code, JwtKeys, Principal, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -86,6 +86,18 @@ fn require_auditor(p: &Principal) -> Result<(), Problem> {
 
 fn internal(e: impl Into<anyhow::Error>) -> Problem {
     crate::internal(e)
+}
+
+/// A sealed field that does not decrypt (altered or moved) leaves no honest state to show: the
+/// answer names the field and version, as `GET /v1/audit/verify` names the broken link.
+fn undecryptable(e: StoreError) -> Problem {
+    match e {
+        StoreError::Corrupt(what) => {
+            tracing::error!(problem = %what, "audit state not rebuilt");
+            Problem::new(Code::InternalError, format!("the state cannot be rebuilt: {what}"))
+        }
+        other => internal(other),
+    }
 }
 
 fn invalid(field: &str, message: &str) -> Problem {
@@ -210,7 +222,7 @@ async fn stream_state(
         events.retain(|e| e.recorded_at <= at);
     }
     // The state shows personal fields in clear while the customer's key exists, `null` once erased.
-    s.store.personal().reveal_recorded(&mut events).await.map_err(internal)?;
+    s.store.personal().reveal_recorded(&mut events).await.map_err(undecryptable)?;
     let state = fold(stream.category, &events)?;
     let last = events.last();
     Ok(Json(StateAnswer { version: last.map_or(0, |e| e.version), recorded_at: last.map(|e| e.recorded_at), state })

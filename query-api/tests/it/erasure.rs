@@ -378,5 +378,15 @@ async fn a_moved_ciphertext_stays_sealed_in_the_audit_events_and_its_event_fails
     assert_eq!(verify["ok"], false, "{verify}");
     assert_eq!(verify["broken"][0]["version"], 1, "{verify}");
     assert_eq!(verify["broken"][0]["problem"], "hash_mismatch", "{verify}");
+    // the state cannot be rebuilt honestly: the answer says which field of which version
+    let resp = app.get(&format!("/v1/audit/streams/customer/{}/state", r.customer), admin()).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let problem: Value = resp.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("personal field email of customer {} version 1 does not decrypt", r.customer)),
+        "{problem}"
+    );
     app.stop().await;
 }
