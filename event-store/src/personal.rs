@@ -320,9 +320,13 @@ impl PersonalData {
 
     /// The customer of each order in `orders` that was placed, read from its `OrderPlaced`.
     async fn order_customers(&self, orders: &[Uuid]) -> Result<HashMap<Uuid, Uuid>, StoreError> {
+        // One probe of the (category, stream_id, version) index per order: with `stream_id = ANY`
+        // the planner could scan every order's events and filter them.
         let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT stream_id, data ->> 'customer_id' FROM events \
-             WHERE category = 'order' AND stream_id = ANY($1) AND version = 1 AND event_type = 'OrderPlaced'",
+            "SELECT o.id, e.customer FROM UNNEST($1::uuid[]) AS o(id) CROSS JOIN LATERAL ( \
+                 SELECT data ->> 'customer_id' AS customer FROM events \
+                 WHERE category = 'order' AND stream_id = o.id AND version = 1 AND event_type = 'OrderPlaced' \
+                 LIMIT 1) e",
         )
         .bind(orders)
         .fetch_all(&self.pool)
