@@ -165,7 +165,7 @@ impl Projector {
         group: Option<&str>,
         forced: &[(usize, String)],
     ) -> Result<BatchStats, Failure> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(bookkeeping::BEGIN_WITH_INDEX_PROBES).await?;
         let stats = self.batch_body(&mut tx, events, gaps, group, forced).await?;
         tx.commit().await?;
         Ok(stats)

@@ -83,6 +83,13 @@ impl ProgressGroup<'_> {
     }
 }
 
+/// Begins a transaction of a live batch. A batch reads and writes a few rows per stream of each
+/// projection it touches, so index probes are right whatever the tables' sizes; planned on the
+/// statistics of tables that grew since their last ANALYZE (a new database, a burst of new
+/// streams), the progress partitions and read models were read whole and hashed on every batch.
+pub(crate) const BEGIN_WITH_INDEX_PROBES: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
 /// The applied versions of `pairs`, read without locks (to fetch a gap from the log before the
 /// batch's transaction); a pair without a row is absent.
 pub(crate) async fn read_versions(
@@ -91,6 +98,7 @@ pub(crate) async fn read_versions(
     pairs: &[StreamKey],
 ) -> Result<HashMap<StreamKey, i64>, ProjectorError> {
     let mut out = HashMap::new();
+    let mut tx = pool.begin_with(BEGIN_WITH_INDEX_PROBES).await?;
     for g in progress_groups(targets, pairs) {
         let rows = sqlx::query(&format!(
             "SELECT p.projection, p.category, p.stream_id, p.version FROM {} p \
@@ -101,7 +109,7 @@ pub(crate) async fn read_versions(
         .bind(&g.keys)
         .bind(&g.categories)
         .bind(&g.ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
         for row in rows {
             if let Some(key) = g.key_of(&row)? {
@@ -109,6 +117,7 @@ pub(crate) async fn read_versions(
             }
         }
     }
+    tx.commit().await?;
     Ok(out)
 }
 
