@@ -14,18 +14,18 @@
 //!   promptly). Messages reach async code through a bounded channel; offsets are committed
 //!   only when the caller says a message was handled ([`EventConsumer::commit`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ordo_schemas::envelope::headers;
 use ordo_schemas::{EventEnvelope, StreamCategory};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
@@ -252,6 +252,10 @@ pub struct ConsumerSettings {
     pub buffer: usize,
     /// Extra librdkafka settings, applied last.
     pub extra: Vec<(String, String)>,
+    /// What the owner stored durably of its progress, when it keeps it: then a partition is
+    /// positioned from that record rather than from the group's committed offset alone (see
+    /// [`Progress`]).
+    pub progress: Option<Progress>,
 }
 
 impl ConsumerSettings {
@@ -263,7 +267,62 @@ impl ConsumerSettings {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             buffer: 256,
             extra: Vec::new(),
+            progress: None,
         }
+    }
+}
+
+/// A consumer's progress as its owner stored it durably (a projector's `projector_offsets`),
+/// and the broker incarnation the relay publishes in now (`relay_incarnations`), shared with
+/// the consumer's thread. The owner loads it before [`EventConsumer::start`] and keeps it up to
+/// date.
+///
+/// The group's committed offset is only the broker's copy, and after the broker lost its data it
+/// can be a late commit of the old log: an offset of a partition that no longer exists, anywhere
+/// in the re-created one. A consumer process started after the loss has no memory of the old
+/// partition, so it checks every partition it is given against this record before it hands
+/// anything of it on: a partition stored in an older incarnation than the current one (or than a
+/// message arriving past its first offset) is read from its beginning; one positioned past its
+/// stored offset in the same incarnation is read from the stored offset.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Mutex<ProgressState>>);
+
+#[derive(Debug, Default)]
+struct ProgressState {
+    current: i64,
+    partitions: HashMap<(String, i32), Stored>,
+}
+
+/// A partition's stored progress: the next offset to read, counted in `incarnation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stored {
+    pub incarnation: i64,
+    pub next_offset: i64,
+}
+
+impl Progress {
+    /// The current broker incarnation (the relay's record); a lower one than known is ignored.
+    pub fn set_current(&self, incarnation: i64) {
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.current = state.current.max(incarnation);
+    }
+
+    /// A partition's stored progress. The record only moves forward: a newer incarnation replaces
+    /// it, within one incarnation the higher offset wins (as the stored offsets do).
+    pub fn record(&self, topic: &str, partition: i32, incarnation: i64, next_offset: i64) {
+        let stored = Stored { incarnation, next_offset };
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = state.partitions.entry((topic.to_owned(), partition)).or_insert(stored);
+        *slot = (*slot).max(stored);
+    }
+
+    fn current(&self) -> i64 {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).current
+    }
+
+    fn stored(&self, topic: &str, partition: i32) -> Option<Stored> {
+        let state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.partitions.get(&(topic.to_owned(), partition)).copied()
     }
 }
 
@@ -304,8 +363,10 @@ impl EventConsumer {
             config.set(k, v);
         }
         let topics = settings.topics.clone();
-        let make = move || -> Result<BaseConsumer, KafkaError> {
-            let consumer: BaseConsumer = config.create()?;
+        let assignments = Assignments::default();
+        let context = assignments.clone();
+        let make = move || -> Result<Client, KafkaError> {
+            let consumer: Client = config.create_with_context(context.clone())?;
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics)?;
             Ok(consumer)
@@ -315,9 +376,10 @@ impl EventConsumer {
         let (commits, commit_rx) = std_mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let incarnations = Incarnations::new(settings.progress, assignments);
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{}", settings.group_id))
-            .spawn(move || poll_loop(consumer, &make, &tx, &commit_rx, &flag))
+            .spawn(move || poll_loop(consumer, &make, incarnations, &tx, &commit_rx, &flag))
             .map_err(|e| KafkaError::ClientCreation(format!("spawn consumer thread: {e}")))?;
         Ok(Self { rx: Some(rx), commits, stop, thread: Some(thread) })
     }
@@ -361,6 +423,31 @@ impl Drop for EventConsumer {
 
 type Pending = HashMap<(String, i32), i64>;
 
+/// The client an [`EventConsumer`] polls.
+type Client = BaseConsumer<Assignments>;
+
+/// The partitions the group assigned since the polling thread last looked (filled by
+/// librdkafka's rebalance callback, which runs on that thread inside `poll`).
+#[derive(Clone, Default)]
+struct Assignments(Arc<Mutex<Vec<(String, i32)>>>);
+
+impl Assignments {
+    fn take(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl ClientContext for Assignments {}
+
+impl ConsumerContext for Assignments {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let mut new = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            new.extend(assigned.elements().iter().map(|p| (p.topic().to_owned(), p.partition())));
+        }
+    }
+}
+
 /// An offset to commit, with the broker incarnation of the message it follows (when known).
 struct Commit {
     topic: String,
@@ -382,14 +469,14 @@ pub(crate) fn broker_gone(e: &KafkaError) -> bool {
 /// the old broker is the safe one to meet the new. Committed offsets carry over through the
 /// group; what a fresh client reads again is skipped by the handlers.
 fn poll_loop(
-    mut consumer: BaseConsumer,
-    make: &dyn Fn() -> Result<BaseConsumer, KafkaError>,
+    mut consumer: Client,
+    make: &dyn Fn() -> Result<Client, KafkaError>,
+    mut incarnations: Incarnations,
     tx: &mpsc::Sender<OwnedMessage>,
     commits: &std_mpsc::Receiver<Commit>,
     stop: &AtomicBool,
 ) {
     let mut pending: Pending = HashMap::new();
-    let mut incarnations = Incarnations::default();
     let mut held: Option<OwnedMessage> = None;
     let mut last_error_log: Option<Instant> = None;
     let mut replaced_in_outage = false;
@@ -398,12 +485,15 @@ fn poll_loop(
         drain_commits(commits, &mut pending, &incarnations, Duration::ZERO);
         flush_commits(&consumer, &mut pending, CommitMode::Async);
         if past_end_checked.elapsed() >= PAST_END_CHECK {
+            incarnations.check_assigned(&consumer);
             incarnations.rewind_behind(&consumer);
             rewind_past_end(&consumer);
             past_end_checked = Instant::now();
         }
         if held.is_none() {
-            match consumer.poll(Duration::from_millis(100)) {
+            let polled = consumer.poll(Duration::from_millis(100));
+            incarnations.note_assignments();
+            match polled {
                 None => continue,
                 Some(Ok(m)) => {
                     replaced_in_outage = false;
@@ -462,7 +552,7 @@ const PAST_END_CHECK: Duration = Duration::from_secs(2);
 /// librdkafka (`auto.offset.reset=earliest`); one that answers with nothing would leave the
 /// consumer waiting for offsets that already exist, so the consumer checks for itself. What is
 /// read again is skipped by the handlers (per stream version, per stored offset).
-fn rewind_past_end(consumer: &BaseConsumer) {
+fn rewind_past_end(consumer: &Client) {
     let Ok(assigned) = consumer.assignment() else { return };
     if assigned.count() == 0 {
         return;
@@ -520,20 +610,170 @@ fn rewind_past_end(consumer: &BaseConsumer) {
 }
 
 /// The highest broker incarnation seen per partition (the relay's `ordo-incarnation` header),
-/// and the highest seen in any partition.
-#[derive(Default)]
+/// and the highest seen in any partition or known to be current.
+///
+/// With the owner's [`Progress`], a partition's entry starts from the owner's stored record each
+/// time the partition is assigned, not from this process's memory: a process started after the
+/// broker lost its data, or given a partition again at a stale commit, knows the old partition
+/// only from that record.
 struct Incarnations {
     partitions: HashMap<(String, i32), i64>,
     newest: i64,
+    progress: Option<Progress>,
+    assignments: Assignments,
+    /// Assigned partitions not yet compared with the owner's stored progress.
+    unchecked: HashSet<(String, i32)>,
 }
 
 impl Incarnations {
+    fn new(progress: Option<Progress>, assignments: Assignments) -> Self {
+        Self { partitions: HashMap::new(), newest: 0, progress, assignments, unchecked: HashSet::new() }
+    }
+
+    /// Takes note of the partitions assigned since the last poll: each is compared with the
+    /// owner's stored progress before anything of it is handed on.
+    fn note_assignments(&mut self) {
+        let assigned = self.assignments.take();
+        if self.progress.is_some() {
+            self.unchecked.extend(assigned);
+        }
+    }
+
+    /// Compares the first message of a partition since its assignment with the owner's stored
+    /// progress. The stored incarnation becomes the partition's. A message of that incarnation
+    /// past the stored offset means the position came from a commit that leads the stored
+    /// progress (a late commit of an old log counting further than the new one): the partition
+    /// is read from the stored offset and `m` dropped. A message of a newer incarnation past the
+    /// first offset is left to [`Incarnations::rewind`], which reads the partition again from its
+    /// beginning.
+    fn check_first(&mut self, consumer: &Client, m: &OwnedMessage) -> bool {
+        let key = (m.topic().to_owned(), m.partition());
+        if !self.unchecked.remove(&key) {
+            return false;
+        }
+        let Some(stored) = self.progress.as_ref().and_then(|p| p.stored(m.topic(), m.partition())) else {
+            return false;
+        };
+        self.partitions.insert(key, stored.incarnation);
+        if incarnation(m) != Some(stored.incarnation) || m.offset() <= stored.next_offset {
+            return false;
+        }
+        let to = Offset::Offset(stored.next_offset);
+        match consumer.seek(m.topic(), m.partition(), to, Duration::from_secs(5)) {
+            Ok(()) => {
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    position = m.offset(),
+                    stored = stored.next_offset,
+                    "the committed offset leads the stored progress: reading the partition from the stored offset"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = m.topic(), partition = m.partition(), error = %e,
+                    "cannot move a partition back to its stored offset");
+                false
+            }
+        }
+    }
+
+    /// Compares the assigned partitions that have not delivered anything yet with the owner's
+    /// stored progress, and takes the current incarnation from it. One stored in an older
+    /// incarnation than the newest known is read from its beginning (it was re-created since);
+    /// one whose position (or committed offset) lies past its stored offset in the same
+    /// incarnation is read from the stored offset. A position that lies exactly at the end of a
+    /// re-created partition delivers nothing, so waiting for a message would wait forever.
+    fn check_assigned(&mut self, consumer: &Client) {
+        let Some(progress) = self.progress.clone() else { return };
+        self.newest = self.newest.max(progress.current());
+        if self.unchecked.is_empty() {
+            return;
+        }
+        let Ok(assigned) = consumer.assignment() else { return };
+        let mut behind = Vec::new();
+        let mut same = TopicPartitionList::new();
+        for key in std::mem::take(&mut self.unchecked) {
+            if assigned.find_partition(&key.0, key.1).is_none() {
+                continue;
+            }
+            match progress.stored(&key.0, key.1) {
+                None => {}
+                Some(stored) if stored.incarnation < self.newest => behind.push(key),
+                Some(_) => {
+                    let _ = same.add_partition(&key.0, key.1);
+                    self.unchecked.insert(key);
+                }
+            }
+        }
+        for (topic, partition) in behind {
+            match consumer.seek(&topic, partition, Offset::Beginning, Duration::from_secs(5)) {
+                Ok(()) => {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        incarnation = self.newest,
+                        "the partition's stored progress is of an older broker incarnation: reading it from the beginning"
+                    );
+                    self.partitions.insert((topic, partition), self.newest);
+                }
+                // Not fetching yet (just assigned): the next check tries again.
+                Err(e) => {
+                    tracing::debug!(topic, partition, error = %e, "cannot rewind a newly assigned partition yet");
+                    self.unchecked.insert((topic, partition));
+                }
+            }
+        }
+        if same.count() == 0 {
+            return;
+        }
+        let offset_in = |tpl: &TopicPartitionList, topic: &str, partition: i32| match tpl
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(n)) => Some(n),
+            _ => None,
+        };
+        let positions = consumer.position().ok();
+        let committed = consumer.committed_offsets(same.clone(), Duration::from_secs(1)).ok();
+        for part in same.elements() {
+            let (topic, partition) = (part.topic(), part.partition());
+            let at = positions
+                .as_ref()
+                .and_then(|p| offset_in(p, topic, partition))
+                .or_else(|| committed.as_ref().and_then(|c| offset_in(c, topic, partition)));
+            let (Some(at), Some(stored)) = (at, progress.stored(topic, partition)) else { continue };
+            let key = (topic.to_owned(), partition);
+            self.partitions.insert(key.clone(), stored.incarnation);
+            if at <= stored.next_offset {
+                self.unchecked.remove(&key);
+                continue;
+            }
+            match consumer.seek(topic, partition, Offset::Offset(stored.next_offset), Duration::from_secs(5)) {
+                Ok(()) => {
+                    self.unchecked.remove(&key);
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        position = at,
+                        stored = stored.next_offset,
+                        "the committed offset leads the stored progress: reading the partition from the stored offset"
+                    );
+                }
+                Err(e) => tracing::debug!(topic, partition, error = %e, "cannot move a newly assigned partition yet"),
+            }
+        }
+    }
+
     /// Whether `m` shows its partition was re-created since this consumer last read it (a higher
     /// incarnation than before, past the partition's first offset): then the partition is read
     /// again from its beginning, since the fetch position of the old incarnation may have
     /// skipped messages of the new one, and `m` is dropped (it comes again). Consumers
     /// deduplicate by stream version, so what was already handled is skipped.
-    fn rewind(&mut self, consumer: &BaseConsumer, m: &OwnedMessage) -> bool {
+    fn rewind(&mut self, consumer: &Client, m: &OwnedMessage) -> bool {
+        if self.check_first(consumer, m) {
+            return true;
+        }
         let Some(incarnation) = incarnation(m) else { return false };
         self.newest = self.newest.max(incarnation);
         let slot = self.partitions.entry((m.topic().to_owned(), m.partition())).or_insert(incarnation);
@@ -570,7 +810,7 @@ impl Incarnations {
     /// exactly at its end, where nothing past the end shows it and no message of the new
     /// incarnation arrives to show it (a partition the relay republished no more into than the
     /// old commit counted would then never be read).
-    fn rewind_behind(&mut self, consumer: &BaseConsumer) {
+    fn rewind_behind(&mut self, consumer: &Client) {
         if !self.partitions.values().any(|i| *i < self.newest) {
             return;
         }
@@ -634,7 +874,7 @@ fn record(pending: &mut Pending, known: &Incarnations, c: Commit) {
     pending.insert((c.topic, c.partition), c.next_offset);
 }
 
-fn flush_commits(consumer: &BaseConsumer, pending: &mut Pending, mode: CommitMode) {
+fn flush_commits(consumer: &Client, pending: &mut Pending, mode: CommitMode) {
     if pending.is_empty() {
         return;
     }

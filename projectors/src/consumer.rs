@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::FutureExt;
-use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer};
+use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer, Progress};
 use ordo_event_store::signing::SigningKey;
 use ordo_schemas::envelope::headers;
 use ordo_service::shutdown::Shutdown;
@@ -54,6 +54,21 @@ pub async fn run_consumer(
     let mut settings = ConsumerSettings::new(options.brokers.clone(), options.group_id.clone(), &topics);
     settings.buffer = options.batch_size.max(1) * 2;
     let key = SigningKey::load(projector.pool()).await?;
+    // The stored offsets, not the group's committed ones, say where each partition stands and
+    // in which broker incarnation it was read (ADR 0021): the consumer checks every partition it
+    // is given against them, and they are refreshed while it runs (other replicas move them).
+    let progress = Progress::default();
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = load_progress(projector.pool(), &options.group_id, &progress).await {
+        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "loading the stored offsets failed");
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    settings.progress = Some(progress.clone());
+    let refresh = tokio::spawn(refresh_progress(projector.pool().clone(), options.group_id.clone(), progress.clone()));
     let mut consumer = EventConsumer::start(settings).map_err(|e| ProjectorError::Kafka(e.to_string()))?;
     tracing::info!(group = %options.group_id, "projector consumer started");
     let mut stored: HashMap<(String, i32), Stored> = HashMap::new();
@@ -98,9 +113,11 @@ pub async fn run_consumer(
             if kafka::incarnation(m).unwrap_or(slot.incarnation) == slot.incarnation {
                 slot.next_offset = slot.next_offset.max(m.offset() + 1);
             }
+            progress.record(m.topic(), m.partition(), slot.incarnation, slot.next_offset);
             consumer.commit(m);
         }
     }
+    refresh.abort();
     consumer.shutdown().await;
     tracing::info!(group = %options.group_id, "projector consumer stopped");
     Ok(())
@@ -219,5 +236,34 @@ async fn load_offsets(pool: &sqlx::PgPool, group: &str, stored: &mut HashMap<(St
             }
         }
         Err(e) => tracing::warn!(error = %e, "loading stored offsets failed"),
+    }
+}
+
+/// How often a running projector reads the stored offsets and the current broker incarnation
+/// again.
+const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Loads the group's stored offsets and the relay's current broker incarnation into `progress`.
+async fn load_progress(pool: &sqlx::PgPool, group: &str, progress: &Progress) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, i32, i64, i64)> =
+        sqlx::query_as("SELECT topic, partition, next_offset, incarnation FROM projector_offsets WHERE group_id = $1")
+            .bind(group)
+            .fetch_all(pool)
+            .await?;
+    for (topic, partition, next_offset, incarnation) in rows {
+        progress.record(&topic, partition, incarnation, next_offset);
+    }
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT max(incarnation) FROM relay_incarnations").fetch_one(pool).await?;
+    progress.set_current(current.unwrap_or(0));
+    Ok(())
+}
+
+async fn refresh_progress(pool: sqlx::PgPool, group: String, progress: Progress) {
+    loop {
+        tokio::time::sleep(PROGRESS_REFRESH).await;
+        if let Err(e) = load_progress(&pool, &group, &progress).await {
+            tracing::debug!(error = %e, "refreshing the stored offsets failed");
+        }
     }
 }

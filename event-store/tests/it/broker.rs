@@ -187,3 +187,58 @@ async fn a_late_commit_of_the_old_log_at_the_end_of_a_re_created_partition_does_
     receive(&mut consumer, &mut arrived, |a| new(a, 0, 4) && new(a, 1, 3)).await;
     consumer.shutdown().await;
 }
+
+/// A consumer process started after the broker came back empty has no memory of the old
+/// partitions; the group's committed offset may be a late commit of the old log, here exactly at
+/// the end of the re-created partition, so no message arrives to show it. The owner's stored
+/// progress (the partition was read in incarnation 1) and the current incarnation (2, the relay's
+/// record) show it: the partition is read from its beginning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_after_the_loss_reads_a_partition_stored_in_an_older_incarnation_from_its_beginning() {
+    use ordo_event_store::kafka::{ConsumerSettings, EventConsumer, Progress};
+    use ordo_schemas::envelope::headers;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let broker = Broker::start().await;
+    broker.create_topics(&["ordo.again"], 1).await;
+    // The re-created partition, republished in incarnation 2.
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap();
+    for i in 0..3 {
+        let payload = format!("{{\"n\":{i}}}");
+        let h = OwnedHeaders::new().insert(Header { key: headers::INCARNATION, value: Some("2") });
+        producer
+            .send(FutureRecord::to("ordo.again").key("k").payload(&payload).headers(h), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    // A late commit of the old partition, which held 3 messages too.
+    let bootstrap = broker.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let stale: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "again").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("ordo.again", 0, Offset::Offset(3)).unwrap();
+        stale.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("commit a stale offset");
+    })
+    .await
+    .unwrap();
+
+    let progress = Progress::default();
+    progress.record("ordo.again", 0, 1, 3);
+    progress.set_current(2);
+    let mut settings = ConsumerSettings::new(broker.bootstrap(), "again", &["ordo.again"]);
+    settings.progress = Some(progress);
+    let mut consumer = EventConsumer::start(settings).unwrap();
+    let mut offsets = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while offsets.len() < 3 {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Some(m)) => offsets.push(m.offset()),
+            Ok(None) => panic!("the consumer stopped"),
+            Err(_) => panic!("only {offsets:?} of the 3 messages arrived: the stale commit hid the partition"),
+        }
+    }
+    assert_eq!(offsets, [0, 1, 2]);
+    consumer.shutdown().await;
+}

@@ -284,3 +284,199 @@ async fn a_poison_message_parks_only_its_stream_and_retry_parked_applies_it_from
     task.await.unwrap();
     stack.stop().await;
 }
+
+/// A message read back from the broker: partition, key, value and headers.
+type Copy = (i32, Vec<u8>, Vec<u8>, rdkafka::message::OwnedHeaders);
+
+/// Every message of `topic`, read to the end of each partition, and each partition's end offset
+/// (counted, not asked for: the end some brokers report is the start of their last batch).
+async fn read_all(bootstrap: &str, topic: &'static str) -> (Vec<Copy>, Vec<(i32, i64)>) {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::error::KafkaError;
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "read-all")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let partitions = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut ends: Vec<(i32, i64)> = (0..partitions as i32).map(|p| (p, 0)).collect();
+        let mut at_end = std::collections::HashSet::new();
+        let mut copies = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while at_end.len() < partitions {
+            assert!(Instant::now() < deadline, "{topic} was not read to its end");
+            match c.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    ends[m.partition() as usize].1 = m.offset() + 1;
+                    let copy = (
+                        m.partition(),
+                        m.key().unwrap().to_vec(),
+                        m.payload().unwrap().to_vec(),
+                        m.headers().unwrap().detach(),
+                    );
+                    copies.push(copy);
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                _ => {}
+            }
+        }
+        (copies, ends)
+    })
+    .await
+    .unwrap()
+}
+
+/// Produces a copy of every message of `topic` into its own partition: the duplicates an
+/// idempotent producer that was replaced while its messages were in flight leaves behind. The
+/// partition's offsets then count more messages than the log has events. Answers the ends.
+async fn duplicate_every_message(bootstrap: &str, topic: &'static str) -> Vec<(i32, i64)> {
+    let (copies, mut ends) = read_all(bootstrap, topic).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (partition, key, payload, h) in copies {
+        producer
+            .send(
+                FutureRecord::to(topic).partition(partition).key(&key).payload(&payload).headers(h),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    for (_, end) in &mut ends {
+        *end *= 2;
+    }
+    ends
+}
+
+/// A projector process that starts after the broker came back empty, whose group holds a
+/// commit of the old log on the new broker (a late commit: it counts messages of a partition
+/// that no longer exists), must not start reading the re-created partition there. Here the old
+/// log held duplicates, so the stale offsets lie inside the republished partitions, past events
+/// the projector never applied: read from the stale offset, those orders never reach the read
+/// models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_started_after_the_broker_came_back_empty_is_not_misled_by_a_stale_commit_of_the_old_log() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let db = db().await;
+    let mut stack = stack(&db).await;
+    let store = db.store();
+    let mut w = Workload::setup(&store, 3, 2).await;
+    let orders = StreamCategory::Order.topic();
+    let (stop, task) = consumer(&db, stack.broker.bootstrap(), "ordo-projectors", 20);
+    for n in 0..20 {
+        w.order(&store, n).await;
+    }
+    wait_caught_up(&db.pool, Duration::from_secs(60)).await;
+    let ends = duplicate_every_message(&stack.broker.bootstrap(), orders).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT partition, next_offset FROM projector_offsets WHERE group_id = 'ordo-projectors' AND topic = $1 \
+             ORDER BY 1",
+        )
+        .bind(orders)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        if ends.iter().filter(|(_, end)| *end > 0).all(|e| stored.contains(e)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projector did not read the duplicates: ends {ends:?}, stored {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The projector process ends; what it committed last is the old log's offsets.
+    stop.trigger();
+    task.await.unwrap();
+    let stale: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM projector_offsets WHERE group_id = 'ordo-projectors' ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+
+    // The broker loses everything; orders go on; the relay gives the broker the whole log again
+    // under a new incarnation, without the duplicates.
+    stack.broker.restart().await;
+    stack.broker.create_topics(&topics(), 3).await;
+    for n in 20..50 {
+        w.order(&store, n).await;
+    }
+    let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(&db.pool).await.unwrap();
+    poll("the relay to publish the whole log again", Duration::from_secs(90), || async {
+        let (i, at): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT max(incarnation) FROM relay_incarnations), \
+                    (SELECT position FROM checkpoints WHERE name = 'relay')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        i >= Some(2) && at >= Some(last)
+    })
+    .await;
+    let (_, new_ends) = read_all(&stack.broker.bootstrap(), orders).await;
+    let inside =
+        stale.iter().filter(|(t, p, c)| t == orders && *c > 0 && new_ends.iter().any(|e| e.0 == *p && e.1 >= *c));
+    assert!(inside.count() > 0, "no stale offset {stale:?} lies inside a re-created partition {new_ends:?}");
+
+    // A late commit of the old log reaches the new broker.
+    let bootstrap = stack.broker.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "ordo-projectors")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in &stale {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).unwrap();
+        }
+        c.commit(&tpl, CommitMode::Sync).expect("commit the old log's offsets");
+    })
+    .await
+    .unwrap();
+
+    // A new projector process starts.
+    let (stop, task) = consumer(&db, stack.broker.bootstrap(), "ordo-projectors", 20);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let diff = diff_against_fold(&db.pool, &w).await;
+        if diff.is_empty() {
+            break;
+        }
+        assert!(!task.is_finished(), "the projector stopped");
+        if Instant::now() > deadline {
+            let offsets: Vec<(String, i32, i64, i64)> = sqlx::query_as(
+                "SELECT topic, partition, next_offset, incarnation FROM projector_offsets ORDER BY 1, 2",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            panic!(
+                "the read models never converged: {} differences, first {:?}; projector offsets {offsets:?}",
+                diff.len(),
+                diff.first()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.trigger();
+    task.await.unwrap();
+    stack.stop().await;
+}
