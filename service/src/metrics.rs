@@ -49,6 +49,16 @@ const METRICS: &[(&str, Kind, &str)] = &[
     ("ordo_append_batch_seconds", Kind::Histogram { count_shaped: false }, "Time to commit one group of appends."),
     ("ordo_append_lock_timeouts_total", Kind::Counter, "Appends that waited too long for the event log's writer lock."),
     (
+        "ordo_append_refused_tries_total",
+        Kind::Counter,
+        "What the database refused of the writer's decided batches, by kind (head, clock, key, claim); the writer decides again.",
+    ),
+    (
+        "ordo_append_left_to_database_total",
+        Kind::Counter,
+        "Batches still refused after the writer's tries, decided in the database instead.",
+    ),
+    (
         "ordo_log_writer_lock_held_seconds",
         Kind::Gauge,
         "How long the current holder has held the event log's writer lock.",
