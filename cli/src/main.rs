@@ -59,8 +59,8 @@ enum Command {
     /// Replay projections from the log into separate tables and diff them with the live ones;
     /// exits 1 on drift.
     Replay(projections::ReplayArgs),
-    /// After a restore onto empty topics: forget the relay checkpoints and projector offsets so
-    /// the relay republishes the whole log (stop the relay and projectors first).
+    /// After a restore onto empty topics: forget the relay checkpoints and the projectors' and
+    /// saga's stored offsets so the relay republishes the whole log (stop them all first).
     ResetPublishing,
 }
 

@@ -37,7 +37,8 @@ pub async fn migrate(url: &str) -> anyhow::Result<ExitCode> {
     ordo_event_store::migrate(&pool).await.context("event store migrations")?;
     ordo_commands::migrate(&pool).await.context("command side migrations")?;
     ordo_projectors::migrate(&pool).await.context("projector migrations")?;
-    eprintln!("migrated: event store, command side, projectors");
+    ordo_saga::migrate(&pool).await.context("order saga migrations")?;
+    eprintln!("migrated: event store, command side, projectors, order saga");
     // The event store's migration destroyed the keys of customers erased in the log (a restored
     // backup); with a KEK set, every key is moved to it (the second step of a KEK rotation).
     if let Some(path) = std::env::var_os(ERASURE_REGISTER_VAR).filter(|p| !p.is_empty()) {
@@ -75,15 +76,17 @@ async fn reapply_erasures(pool: &sqlx::PgPool, path: &std::ffi::OsStr) -> anyhow
 }
 
 /// Forgets every Kafka position Ordo keeps in Postgres: the relay republishes the whole log
-/// and the projectors read every topic from the start (skipping what they already hold).
+/// and the projectors read every topic from the start (skipping what they already hold); the
+/// saga's stored offsets count in the old topics too.
 pub async fn reset_publishing(url: &str) -> anyhow::Result<ExitCode> {
     let pool = pool(url).await?;
     let mut tx = pool.begin().await?;
     let checkpoints = sqlx::query("DELETE FROM checkpoints").execute(&mut *tx).await?.rows_affected();
     let offsets = sqlx::query("DELETE FROM projector_offsets").execute(&mut *tx).await?.rows_affected();
+    let saga = sqlx::query("DELETE FROM saga_offsets").execute(&mut *tx).await?.rows_affected();
     sqlx::query("DELETE FROM relay_partitions").execute(&mut *tx).await?;
     tx.commit().await?;
-    eprintln!("forgot {checkpoints} relay checkpoint(s) and {offsets} projector offset(s)");
+    eprintln!("forgot {checkpoints} relay checkpoint(s), {offsets} projector offset(s) and {saga} saga offset(s)");
     Ok(ExitCode::SUCCESS)
 }
 

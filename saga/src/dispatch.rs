@@ -14,6 +14,7 @@ use tokio::task::{JoinError, JoinSet};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::offsets::Recorder;
 use crate::queue::KeyedQueue;
 use crate::watermark::{Ticket, Watermarks};
 use crate::{OrderSaga, SagaConfig, SagaStatus};
@@ -51,6 +52,7 @@ enum Next {
 pub(crate) struct Dispatcher {
     saga: OrderSaga,
     consumer: EventConsumer,
+    recorder: Recorder,
     config: SagaConfig,
     status: Arc<SagaStatus>,
     shutdown: Shutdown,
@@ -63,6 +65,7 @@ impl Dispatcher {
     pub(crate) fn new(
         saga: OrderSaga,
         consumer: EventConsumer,
+        recorder: Recorder,
         config: SagaConfig,
         status: Arc<SagaStatus>,
         shutdown: Shutdown,
@@ -70,6 +73,7 @@ impl Dispatcher {
         Self {
             saga,
             consumer,
+            recorder,
             config,
             status,
             shutdown,
@@ -102,6 +106,7 @@ impl Dispatcher {
 
     /// Drops the events waiting behind a running one, lets the running ones finish (for at most
     /// the grace period, then abandons them), commits what they allow and answers the consumer.
+    /// The recorder is dropped with the dispatcher: its writer task then stores what is left.
     pub(crate) async fn drain(mut self) -> EventConsumer {
         let abandoned = self.orders.abandon_waiting();
         tracing::info!(in_flight = self.running.len(), abandoned, "order saga stopping, finishing events in flight");
@@ -122,7 +127,9 @@ impl Dispatcher {
 
     /// Registers a received message and starts it, queues it behind its order, or skips it.
     fn admit(&mut self, message: &OwnedMessage) {
-        let ticket = self.marks.begin((message.topic().to_owned(), message.partition()), message.offset());
+        let partition = (message.topic().to_owned(), message.partition());
+        let incarnation = kafka::incarnation(message).unwrap_or(0);
+        let ticket = self.marks.begin_in(partition, message.offset(), incarnation);
         match kafka::decode(message) {
             Ok(envelope) => {
                 let work = Work { ticket, order_id: envelope.stream_id, envelope };
@@ -160,10 +167,13 @@ impl Dispatcher {
         metrics::gauge!("ordo_saga_uncommitted").set(self.marks.tracked() as f64);
     }
 
+    /// Commits the watermark the ticket's message moves, and records it as the saga's progress
+    /// (after the commit: the record never names an offset the watermark did not pass).
     fn complete(&mut self, ticket: &Ticket<Partition>) {
-        if let Some(next_offset) = self.marks.complete(ticket) {
+        if let Some(reached) = self.marks.reach(ticket) {
             let (topic, partition) = ticket.partition();
-            self.consumer.commit_offset(topic, *partition, next_offset);
+            self.consumer.commit_offset(topic, *partition, reached.next_offset);
+            self.recorder.reached(topic, *partition, reached.incarnation, reached.next_offset);
         }
     }
 

@@ -16,12 +16,18 @@
 //! partition's watermark with it); an event that cannot be decoded is logged, counted and
 //! skipped. See ADR 0024.
 //!
+//! Where each partition's watermark reached is also stored in Postgres (`saga_offsets`, with the
+//! broker incarnation of the message it follows) and given to the consumer, which checks every
+//! partition it is assigned against it: after the broker lost its data, a late commit of the old
+//! log does not hide the orders below it (ADR 0021).
+//!
 //! Metrics: `ordo_saga_outcomes_total{outcome}` (see [`Outcome::as_str`], plus `malformed`,
 //! `failed` and `retry`), `ordo_saga_in_flight` (events being handled) and
 //! `ordo_saga_uncommitted` (events received whose offset is not committed yet).
 
 mod dispatch;
 pub mod handler;
+mod offsets;
 pub mod process;
 pub mod queue;
 pub mod watermark;
@@ -31,11 +37,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_commands::CommandService;
-use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer};
+use ordo_event_store::kafka::{self, ConsumerSettings, EventConsumer, Progress};
 use ordo_schemas::StreamCategory;
 use ordo_service::shutdown::Shutdown;
 
 pub use handler::{OrderSaga, Outcome, SagaError};
+
+/// The migrations of the saga's own tables (`saga_offsets`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Applies the saga's migrations (beside the other crates', see
+/// [`ordo_event_store::run_migrations`]).
+///
+/// # Errors
+/// When a migration fails or an applied one was changed.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    ordo_event_store::run_migrations(&MIGRATOR, pool).await
+}
 
 /// Events handled at once by default.
 pub const DEFAULT_CONCURRENCY: u16 = 64;
@@ -122,6 +140,10 @@ pub enum RunError {
 /// most [`SagaConfig::shutdown_grace`]), drops the ones waiting behind them, commits the offsets
 /// every handled event allows and leaves the group.
 ///
+/// Where each partition's watermark reached is also stored in `saga_offsets` (with the broker
+/// incarnation of the message it follows), and the consumer checks every partition it is given
+/// against that record (ADR 0021), so a late commit of an old log does not hide orders.
+///
 /// # Errors
 /// [`RunError`] when the consumer cannot be created.
 pub async fn run(
@@ -134,16 +156,40 @@ pub async fn run(
     if shutdown.is_triggered() {
         return Ok(());
     }
-    let settings = ConsumerSettings::new(&config.brokers, &config.group_id, &[StreamCategory::Order.topic()]);
+    let pool = service.store().pool().clone();
+    let progress = Progress::default();
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = offsets::load(&pool, &config.group_id, &progress).await {
+        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "loading the saga's stored offsets failed");
+        tokio::select! {
+            () = shutdown.wait() => return Ok(()),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+    let mut settings = ConsumerSettings::new(&config.brokers, &config.group_id, &[StreamCategory::Order.topic()]);
+    settings.progress = Some(progress.clone());
     let consumer = EventConsumer::start(settings)?;
+    let refresh = offsets::refresh(pool.clone(), config.group_id.clone(), progress.clone());
+    let (recorder, writer) = offsets::Recorder::start(pool, config.group_id.clone(), progress);
     tracing::info!(group = %config.group_id, concurrency = config.concurrency, "order saga consuming");
-    let mut dispatcher = dispatch::Dispatcher::new(OrderSaga::new(service), consumer, config, status, shutdown);
+    let mut dispatcher =
+        dispatch::Dispatcher::new(OrderSaga::new(service), consumer, recorder, config, status, shutdown);
     dispatcher.consume().await;
     let consumer = dispatcher.drain().await;
     consumer.shutdown().await;
+    drop(refresh);
+    // The recorder went with the dispatcher: the writer stores what is left, and gives up on a
+    // database that does not answer (the record may lag; it is read again from a lower offset).
+    if tokio::time::timeout(OFFSETS_GRACE, writer).await.is_err() {
+        tracing::warn!("the saga's last offsets were not stored in time");
+    }
     tracing::info!("order saga stopped");
     Ok(())
 }
+
+/// How long shutdown waits for the saga's last offsets to be stored.
+const OFFSETS_GRACE: Duration = Duration::from_secs(5);
 
 /// Creates the topics if missing, retrying until the broker answers or shutdown.
 async fn ensure_topics(config: &SagaConfig, shutdown: &Shutdown) {

@@ -97,7 +97,8 @@ impl Config {
 /// or the consumer cannot be created.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let pool = connect(config.database_url.expose(), config.database.max_connections).await?;
-    ordo_event_store::prepare_schema(&pool, &[&ordo_event_store::MIGRATOR], config.database.migrate).await?;
+    let migrators = [&ordo_event_store::MIGRATOR, &crate::MIGRATOR];
+    ordo_event_store::prepare_schema(&pool, &migrators, config.database.migrate).await?;
     let service = CommandService::new(EventStore::new(pool.clone()));
     let saga = config.saga;
     tracing::info!(brokers = %saga.brokers, group = %saga.group_id, concurrency = saga.concurrency, "order saga starting");

@@ -34,7 +34,16 @@ impl<P> Ticket<P> {
 struct Entry {
     seq: u64,
     offset: i64,
+    incarnation: i64,
     done: bool,
+}
+
+/// Where a partition's watermark moved to: the next offset to read, and the broker incarnation
+/// of the message it follows (the last of the finished run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reached {
+    pub next_offset: i64,
+    pub incarnation: i64,
 }
 
 /// The messages of every partition that were received and not yet passed by its watermark.
@@ -55,9 +64,15 @@ impl<P: Eq + Hash + Clone> Watermarks<P> {
     /// Registers the message at `offset` of `partition`, received after every message registered
     /// before it.
     pub fn begin(&mut self, partition: P, offset: i64) -> Ticket<P> {
+        self.begin_in(partition, offset, 0)
+    }
+
+    /// [`Watermarks::begin`] for a message published in broker incarnation `incarnation`.
+    pub fn begin_in(&mut self, partition: P, offset: i64, incarnation: i64) -> Ticket<P> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.partitions.entry(partition.clone()).or_default().push_back(Entry { seq, offset, done: false });
+        let entry = Entry { seq, offset, incarnation, done: false };
+        self.partitions.entry(partition.clone()).or_default().push_back(entry);
         self.tracked += 1;
         Ticket { partition, seq }
     }
@@ -66,13 +81,19 @@ impl<P: Eq + Hash + Clone> Watermarks<P> {
     /// committed for its partition (one past the last message of the finished run at the front),
     /// or `None` when the watermark did not move. Completing a ticket twice changes nothing.
     pub fn complete(&mut self, ticket: &Ticket<P>) -> Option<i64> {
+        self.reach(ticket).map(|r| r.next_offset)
+    }
+
+    /// [`Watermarks::complete`], answering also the incarnation of the message the watermark now
+    /// follows.
+    pub fn reach(&mut self, ticket: &Ticket<P>) -> Option<Reached> {
         let entries = self.partitions.get_mut(&ticket.partition)?;
         let at = entries.binary_search_by_key(&ticket.seq, |e| e.seq).ok()?;
         entries[at].done = true;
         let mut commit = None;
         while entries.front().is_some_and(|e| e.done) {
             if let Some(e) = entries.pop_front() {
-                commit = Some(e.offset + 1);
+                commit = Some(Reached { next_offset: e.offset + 1, incarnation: e.incarnation });
                 self.tracked -= 1;
             }
         }
@@ -182,6 +203,17 @@ mod tests {
         assert_eq!(w.complete(&again), None, "the first delivery still runs");
         assert_eq!(w.complete(&first), Some(5));
         assert_eq!(w.tracked(), 0);
+    }
+
+    #[test]
+    fn the_watermark_carries_the_incarnation_of_the_message_it_follows() {
+        // a partition read in incarnation 1, then again from its beginning in incarnation 2
+        let mut w = Watermarks::default();
+        let (a, b) = (w.begin_in(0, 7, 1), w.begin_in(0, 0, 2));
+        assert_eq!(w.reach(&b), None, "the earlier delivery is unfinished");
+        assert_eq!(w.reach(&a), Some(Reached { next_offset: 1, incarnation: 2 }));
+        let c = w.begin_in(0, 1, 2);
+        assert_eq!(w.reach(&c), Some(Reached { next_offset: 2, incarnation: 2 }));
     }
 
     #[test]

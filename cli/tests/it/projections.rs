@@ -216,7 +216,8 @@ async fn migrate_twice_is_harmless_and_creates_every_crates_tables() {
         let out = ordo(&db, &["migrate"]);
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    for table in ["events", "unique_claims", "aggregate_snapshots", "rm_orders", "projection_progress"] {
+    for table in ["events", "unique_claims", "aggregate_snapshots", "rm_orders", "projection_progress", "saga_offsets"]
+    {
         let found: Option<String> =
             sqlx::query_scalar("SELECT to_regclass($1)::text").bind(table).fetch_one(&db.pool).await.unwrap();
         assert_eq!(found.as_deref(), Some(table));
@@ -224,7 +225,8 @@ async fn migrate_twice_is_harmless_and_creates_every_crates_tables() {
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&db.pool).await.unwrap();
     let known = ordo_event_store::MIGRATOR.iter().count()
         + ordo_commands::MIGRATOR.iter().count()
-        + ordo_projectors::MIGRATOR.iter().count();
+        + ordo_projectors::MIGRATOR.iter().count()
+        + ordo_saga::MIGRATOR.iter().count();
     assert_eq!(applied, known as i64, "each migration recorded once");
 }
 

@@ -36,13 +36,22 @@ async fn reset_publishing_forgets_relay_checkpoints_and_projector_offsets() {
     .execute(&db.pool)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO saga_offsets (group_id, topic, partition, next_offset, incarnation) \
+         VALUES ('g', 'ordo.orders', 0, 42, 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let out = ordo(&db, &["reset-publishing"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let left: i64 =
-        sqlx::query_scalar("SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM projector_offsets)")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM projector_offsets) \
+             + (SELECT count(*) FROM saga_offsets)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(left, 0);
     assert_eq!(db.store().load_checkpoint("relay").await.unwrap(), ordo_event_store::LogCursor::START);
 }

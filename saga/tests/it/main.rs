@@ -2,6 +2,7 @@
 //! task, the saga consuming `ordo.orders`, commands issued through `CommandService`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod broker_loss;
 mod concurrency;
 mod hostile_input;
 mod orders;
@@ -58,6 +59,7 @@ impl World {
     pub async fn start() -> Self {
         let db = TestDb::new().await;
         ordo_commands::migrate(&db.pool).await.unwrap();
+        ordo_saga::migrate(&db.pool).await.unwrap();
         let broker = Broker::start().await;
         kafka::ensure_topics(&broker.bootstrap(), 3).await.unwrap();
         let service = CommandService::new(EventStore::new(db.pool.clone()));
