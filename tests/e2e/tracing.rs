@@ -128,8 +128,11 @@ async fn one_order_is_one_trace_across_the_command_api_relay_projectors_and_saga
         let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
         let saga_appended = spans.iter().any(|s| s.service == "order-saga" && s.name == "append");
         let applied = spans.iter().filter(|s| s.service == "projectors" && s.name == "projector_apply").count();
+        // Each process exports its spans in its own batches: the projectors' spans of an event
+        // can arrive before the relay's span that published it.
+        let published = spans.iter().filter(|s| s.service == "event-relay" && s.name == "relay_publish").count();
         // The order's own event and the saga's: placed, reserved, confirmed.
-        if wanted.is_subset(&services) && saga_appended && applied >= 3 {
+        if wanted.is_subset(&services) && saga_appended && applied >= 3 && published >= 2 {
             break spans;
         }
         if std::time::Instant::now() > deadline {
