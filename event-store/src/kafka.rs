@@ -301,6 +301,28 @@ pub struct Stored {
 }
 
 impl Progress {
+    /// Loads `group`'s stored progress from `table` (one of the owners' offsets tables, with
+    /// `group_id`, `topic`, `partition`, `next_offset` and `incarnation`: `projector_offsets`,
+    /// `saga_offsets`) and the relay's current broker incarnation.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn load(&self, pool: &sqlx::PgPool, table: &'static str, group: &str) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT topic, partition, next_offset, incarnation FROM {table} WHERE group_id = $1"
+        ))
+        .bind(group)
+        .fetch_all(pool)
+        .await?;
+        for (topic, partition, next_offset, incarnation) in rows {
+            self.record(&topic, partition, incarnation, next_offset);
+        }
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT max(incarnation) FROM relay_incarnations").fetch_one(pool).await?;
+        self.set_current(current.unwrap_or(0));
+        Ok(())
+    }
+
     /// The current broker incarnation (the relay's record); a lower one than known is ignored.
     pub fn set_current(&self, incarnation: i64) {
         let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

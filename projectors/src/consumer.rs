@@ -245,18 +245,7 @@ const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
 
 /// Loads the group's stored offsets and the relay's current broker incarnation into `progress`.
 async fn load_progress(pool: &sqlx::PgPool, group: &str, progress: &Progress) -> Result<(), sqlx::Error> {
-    let rows: Vec<(String, i32, i64, i64)> =
-        sqlx::query_as("SELECT topic, partition, next_offset, incarnation FROM projector_offsets WHERE group_id = $1")
-            .bind(group)
-            .fetch_all(pool)
-            .await?;
-    for (topic, partition, next_offset, incarnation) in rows {
-        progress.record(&topic, partition, incarnation, next_offset);
-    }
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT max(incarnation) FROM relay_incarnations").fetch_one(pool).await?;
-    progress.set_current(current.unwrap_or(0));
-    Ok(())
+    progress.load(pool, "projector_offsets", group).await
 }
 
 async fn refresh_progress(pool: sqlx::PgPool, group: String, progress: Progress) {

@@ -32,18 +32,7 @@ type Reached = (String, i32, Stored);
 
 /// Loads the group's stored progress and the relay's current broker incarnation into `progress`.
 pub(crate) async fn load(pool: &PgPool, group: &str, progress: &Progress) -> Result<(), sqlx::Error> {
-    let rows: Vec<(String, i32, i64, i64)> =
-        sqlx::query_as("SELECT topic, partition, next_offset, incarnation FROM saga_offsets WHERE group_id = $1")
-            .bind(group)
-            .fetch_all(pool)
-            .await?;
-    for (topic, partition, next_offset, incarnation) in rows {
-        progress.record(&topic, partition, incarnation, next_offset);
-    }
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT max(incarnation) FROM relay_incarnations").fetch_one(pool).await?;
-    progress.set_current(current.unwrap_or(0));
-    Ok(())
+    progress.load(pool, "saga_offsets", group).await
 }
 
 /// Reads the stored progress and the current incarnation again every [`REFRESH`], until the
