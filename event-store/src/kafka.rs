@@ -300,6 +300,16 @@ pub struct Stored {
     pub next_offset: i64,
 }
 
+/// The task of [`Progress::refresh_every_2s`], ended when this is dropped.
+#[derive(Debug)]
+pub struct ProgressRefresh(tokio::task::JoinHandle<()>);
+
+impl Drop for ProgressRefresh {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Progress {
     /// Loads `group`'s stored progress from `table` (one of the owners' offsets tables, with
     /// `group_id`, `topic`, `partition`, `next_offset` and `incarnation`: `projector_offsets`,
@@ -321,6 +331,20 @@ impl Progress {
             sqlx::query_scalar("SELECT max(incarnation) FROM relay_incarnations").fetch_one(pool).await?;
         self.set_current(current.unwrap_or(0));
         Ok(())
+    }
+
+    /// Loads the stored progress (as [`Progress::load`]) again every 2 s while the answer lives:
+    /// other replicas of the owner move it.
+    pub fn refresh_every_2s(&self, pool: sqlx::PgPool, table: &'static str, group: String) -> ProgressRefresh {
+        let progress = self.clone();
+        ProgressRefresh(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = progress.load(&pool, table, &group).await {
+                    tracing::debug!(error = %e, table, "refreshing the stored offsets failed");
+                }
+            }
+        }))
     }
 
     /// The current broker incarnation (the relay's record); a lower one than known is ignored.

@@ -68,7 +68,7 @@ pub async fn run_consumer(
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     settings.progress = Some(progress.clone());
-    let refresh = tokio::spawn(refresh_progress(projector.pool().clone(), options.group_id.clone(), progress.clone()));
+    let refresh = progress.refresh_every_2s(projector.pool().clone(), "projector_offsets", options.group_id.clone());
     let mut consumer = EventConsumer::start(settings).map_err(|e| ProjectorError::Kafka(e.to_string()))?;
     tracing::info!(group = %options.group_id, "projector consumer started");
     let mut stored: HashMap<(String, i32), Stored> = HashMap::new();
@@ -117,7 +117,7 @@ pub async fn run_consumer(
             consumer.commit(m);
         }
     }
-    refresh.abort();
+    drop(refresh);
     consumer.shutdown().await;
     tracing::info!(group = %options.group_id, "projector consumer stopped");
     Ok(())
@@ -239,20 +239,6 @@ async fn load_offsets(pool: &sqlx::PgPool, group: &str, stored: &mut HashMap<(St
     }
 }
 
-/// How often a running projector reads the stored offsets and the current broker incarnation
-/// again.
-const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
-
-/// Loads the group's stored offsets and the relay's current broker incarnation into `progress`.
 async fn load_progress(pool: &sqlx::PgPool, group: &str, progress: &Progress) -> Result<(), sqlx::Error> {
     progress.load(pool, "projector_offsets", group).await
-}
-
-async fn refresh_progress(pool: sqlx::PgPool, group: String, progress: Progress) {
-    loop {
-        tokio::time::sleep(PROGRESS_REFRESH).await;
-        if let Err(e) = load_progress(&pool, &group, &progress).await {
-            tracing::debug!(error = %e, "refreshing the stored offsets failed");
-        }
-    }
 }

@@ -170,7 +170,7 @@ pub async fn run(
     let mut settings = ConsumerSettings::new(&config.brokers, &config.group_id, &[StreamCategory::Order.topic()]);
     settings.progress = Some(progress.clone());
     let consumer = EventConsumer::start(settings)?;
-    let refresh = offsets::refresh(pool.clone(), config.group_id.clone(), progress.clone());
+    let refresh = progress.refresh_every_2s(pool.clone(), "saga_offsets", config.group_id.clone());
     let (recorder, writer) = offsets::Recorder::start(pool, config.group_id.clone(), progress);
     tracing::info!(group = %config.group_id, concurrency = config.concurrency, "order saga consuming");
     let mut dispatcher =

@@ -21,9 +21,6 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How often a running saga reads the stored progress and the current broker incarnation again.
-const REFRESH: Duration = Duration::from_secs(2);
-
 /// Longest wait between retries of a failed write.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -33,30 +30,6 @@ type Reached = (String, i32, Stored);
 /// Loads the group's stored progress and the relay's current broker incarnation into `progress`.
 pub(crate) async fn load(pool: &PgPool, group: &str, progress: &Progress) -> Result<(), sqlx::Error> {
     progress.load(pool, "saga_offsets", group).await
-}
-
-/// Reads the stored progress and the current incarnation again every [`REFRESH`], until the
-/// answer is dropped (also when the saga's future is dropped without shutting down).
-pub(crate) fn refresh(pool: PgPool, group: String, progress: Progress) -> Refresh {
-    Refresh(tokio::spawn(refresh_loop(pool, group, progress)))
-}
-
-/// The task of [`refresh`], ended when this is dropped.
-pub(crate) struct Refresh(JoinHandle<()>);
-
-impl Drop for Refresh {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn refresh_loop(pool: PgPool, group: String, progress: Progress) {
-    loop {
-        tokio::time::sleep(REFRESH).await;
-        if let Err(e) = load(&pool, &group, &progress).await {
-            tracing::debug!(error = %e, "refreshing the saga's stored offsets failed");
-        }
-    }
 }
 
 /// Records where the saga's watermarks reached: in the consumer's [`Progress`] at once, and in
