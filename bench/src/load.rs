@@ -69,6 +69,10 @@ pub struct Args {
     /// Every n-th successful command of a client is followed to the query API.
     #[arg(long, default_value_t = 10)]
     visibility_every: u64,
+    /// Adjustments per second of the quiet phase (4 clients, every command followed to the query
+    /// API), which runs first, on an otherwise idle stack; 0 skips it.
+    #[arg(long, default_value_t = 20.0)]
+    quiet_rate: f64,
     /// Only the mix phase (no headline phases, no pgbench), e.g. under a profiler.
     #[arg(long)]
     mix_only: bool,
@@ -216,6 +220,14 @@ async fn drive(
         visibility_every: args.visibility_every,
     };
 
+    if !args.mix_only && !args.order_flow_only && args.quiet_rate > 0.0 {
+        let quiet = PhaseSpec {
+            concurrency: QUIET_CLIENTS,
+            visibility_every: 1,
+            ..spec(Mix::only(Op::Adjust), args.phase_seconds, Some(args.quiet_rate))
+        };
+        report.phases.push(phase(http, &world, &urls, "adjust-quiet", quiet).await);
+    }
     if !args.order_flow_only {
         report.phases.push(phase(http, &world, &urls, "mix", spec(args.mix.clone(), args.seconds, None)).await);
     }
@@ -262,6 +274,9 @@ async fn drive(
     Ok(report)
 }
 
+/// Clients of the quiet phase: few, so that they never queue behind one another.
+const QUIET_CLIENTS: usize = 4;
+
 /// Runs one phase with the relay and projectors observed, and prints its headline.
 async fn phase(
     http: &reqwest::Client,
@@ -278,10 +293,11 @@ async fn phase(
     let r = summarise(name, &spec, raw, observed);
     let failed = r.failed();
     println!(
-        "  commands {:.0}/s p50 {:.1} ms p99 {:.1} ms; visibility p99 {:.0} ms ({} samples); {failed} failed, {} of them 409/412",
+        "  commands {:.0}/s p50 {:.1} ms p99 {:.1} ms; visibility p50 {:.0} ms p99 {:.0} ms ({} samples); {failed} failed, {} of them 409/412",
         r.commands.per_second,
         r.commands.p50_ms,
         r.commands.p99_ms,
+        r.visibility.p50_ms,
         r.visibility.p99_ms,
         r.visibility.ops,
         r.conflicts()

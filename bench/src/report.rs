@@ -130,6 +130,30 @@ impl LoadReport {
                 margin: format!("{:.1}x the allowed 3x", ratio / 3.0),
             });
         }
+        if let Some(half) = self.phase("adjust-half") {
+            let p99 = half.visibility.p99_ms;
+            goals.push(Goal {
+                goal: "visibility p99 < 100 ms, adjustments at half the maximum rate".into(),
+                measured: format!(
+                    "{p99:.0} ms ({} samples, {} timeouts)",
+                    half.visibility.ops, half.visibility_timeouts
+                ),
+                met: p99 < 100.0 && half.visibility.ops > 0 && half.visibility_timeouts == 0,
+                margin: format!("{:.2}x the limit", p99 / 100.0),
+            });
+        }
+        if let Some(quiet) = self.phase("adjust-quiet") {
+            let p50 = quiet.visibility.p50_ms;
+            goals.push(Goal {
+                goal: "visibility p50 < 20 ms on a quiet stack (adjust-quiet phase)".into(),
+                measured: format!(
+                    "{p50:.1} ms, p99 {:.1} ms ({} samples, {} timeouts)",
+                    quiet.visibility.p99_ms, quiet.visibility.ops, quiet.visibility_timeouts
+                ),
+                met: p50 < 20.0 && quiet.visibility.ops > 0 && quiet.visibility_timeouts == 0,
+                margin: format!("{:.2}x the limit", p50 / 20.0),
+            });
+        }
         if let Some(hot) = self.phase("hot-product") {
             let per_s = hot.commands.per_second;
             let conflicts = hot.conflicts();
