@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::hash::{event_hash, HashInput};
 use crate::progress::Progress;
-use crate::types::{parse_category, RecordedEvent};
+use crate::types::RecordedEvent;
 
 /// What is wrong at one link of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,7 +102,6 @@ pub async fn verify_with(
         report.streams += part.streams;
         report.broken.extend(part.broken);
     }
-    report.broken.extend(head_mismatches(pool, category, stream_id).await?);
     report.broken.sort_by_key(|b| (b.category, b.stream_id, b.version));
     report.ok = report.broken.is_empty();
     Ok(report)
@@ -124,38 +123,6 @@ pub fn recompute(event: &RecordedEvent) -> [u8; 32] {
             recorded_at: event.recorded_at,
         },
     )
-}
-
-async fn head_mismatches(
-    pool: &PgPool,
-    category: Option<StreamCategory>,
-    stream_id: Option<Uuid>,
-) -> Result<Vec<BrokenLink>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT s.category, s.stream_id, s.version, e.version AS last_version \
-         FROM streams s LEFT JOIN LATERAL ( \
-             SELECT version, hash FROM events \
-             WHERE category = s.category AND stream_id = s.stream_id ORDER BY version DESC LIMIT 1) e ON true \
-         WHERE ($1::text IS NULL OR s.category = $1) AND ($2::uuid IS NULL OR s.stream_id = $2) \
-           AND (e.version IS DISTINCT FROM s.version OR e.hash IS DISTINCT FROM s.head_hash)",
-    )
-    .bind(category.map(|c| c.as_str()))
-    .bind(stream_id)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let category: String = r.try_get("category")?;
-            let head_version: i64 = r.try_get("version")?;
-            Ok(BrokenLink {
-                category: parse_category(&category)?,
-                stream_id: r.try_get("stream_id")?,
-                version: head_version,
-                position: None,
-                problem: LinkProblem::HeadMismatch { head_version, last_version: r.try_get("last_version")? },
-            })
-        })
-        .collect()
 }
 
 /// Whether a stream's current history still extends a digest saved earlier.

@@ -83,6 +83,39 @@ async fn a_deleted_last_event_is_reported_against_the_stream_head() {
 }
 
 #[tokio::test]
+async fn a_stream_emptied_of_its_events_and_a_rewritten_head_are_each_reported_once_by_every_scope() {
+    let db = TestDb::new().await;
+    let emptied = stream_with(&db, 2).await;
+    let rewritten = stream_with(&db, 3).await;
+    let untouched = stream_with(&db, 2).await;
+    tamper(&db.pool, "DELETE FROM events WHERE stream_id = $1", emptied).await;
+    sqlx::query("UPDATE streams SET head_hash = sha256(head_hash) WHERE stream_id = $1")
+        .bind(rewritten.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let whole = verify(&db.pool, None, None).await.unwrap();
+    let found: Vec<_> = whole.broken.iter().map(|b| (b.stream_id, b.version, b.problem.clone())).collect();
+    let mut expected = vec![
+        (emptied.id, 2, LinkProblem::HeadMismatch { head_version: 2, last_version: None }),
+        (rewritten.id, 3, LinkProblem::HeadMismatch { head_version: 3, last_version: Some(3) }),
+    ];
+    expected.sort_by_key(|(id, _, _)| *id);
+    assert_eq!(found, expected);
+    assert_eq!(whole.checked, 5, "the emptied stream has no events left to check");
+
+    let category = verify(&db.pool, Some(emptied.category), None).await.unwrap();
+    assert_eq!(category.broken, whole.broken);
+    for (s, version, last) in [(emptied, 2, None), (rewritten, 3, Some(3))] {
+        let one = verify(&db.pool, Some(s.category), Some(s.id)).await.unwrap();
+        assert_eq!(one.broken.len(), 1, "{:?}", one.broken);
+        assert_eq!(one.broken[0].problem, LinkProblem::HeadMismatch { head_version: version, last_version: last });
+    }
+    assert!(verify(&db.pool, Some(untouched.category), Some(untouched.id)).await.unwrap().ok);
+}
+
+#[tokio::test]
 async fn two_swapped_events_are_both_reported() {
     let db = TestDb::new().await;
     let s = stream_with(&db, 4).await;
