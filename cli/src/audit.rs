@@ -19,16 +19,21 @@ pub(crate) fn parse_category(s: &str) -> Result<StreamCategory, String> {
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
+    /// Only the streams of this category (customer, merchant, product or order); every category
+    /// when left out.
     #[arg(long, value_parser = parse_category)]
     category: Option<StreamCategory>,
+    /// Only this stream of the category.
     #[arg(long, requires = "category")]
     id: Option<Uuid>,
 }
 
 #[derive(clap::Args)]
 pub struct StreamArgs {
+    /// The stream's category: customer, merchant, product or order.
     #[arg(long, value_parser = parse_category)]
     category: StreamCategory,
+    /// The stream's id.
     #[arg(long)]
     id: Uuid,
 }
