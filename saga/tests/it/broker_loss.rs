@@ -1,91 +1,15 @@
 //! The broker comes back empty (ADR 0021): a saga process started afterwards must not be misled
 //! by a late commit of the old log.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ordo_domain::OrderStatus;
 use ordo_event_store::kafka;
+use ordo_event_store::testing::{duplicate_every_message, read_all};
 use ordo_schemas::{StreamCategory, StreamRef};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
 use crate::World;
-
-/// A message read back from the broker: partition, key, value and headers.
-type Copied = (i32, Vec<u8>, Vec<u8>, rdkafka::message::OwnedHeaders);
-
-/// Every message of `topic`, read to the end of each partition, and each partition's end offset
-/// (counted, not asked for: the end some brokers report is the start of their last batch).
-async fn read_all(bootstrap: &str, topic: &'static str) -> (Vec<Copied>, Vec<(i32, i64)>) {
-    let bootstrap = bootstrap.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::error::KafkaError;
-        use rdkafka::{Message, Offset, TopicPartitionList};
-        let c: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", "read-all")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .create()
-            .unwrap();
-        let partitions = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        let mut ends: Vec<(i32, i64)> = (0..partitions as i32).map(|p| (p, 0)).collect();
-        let mut at_end = HashSet::new();
-        let mut copies = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while at_end.len() < partitions {
-            assert!(Instant::now() < deadline, "{topic} was not read to its end");
-            match c.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    ends[m.partition() as usize].1 = m.offset() + 1;
-                    let copy = (
-                        m.partition(),
-                        m.key().unwrap().to_vec(),
-                        m.payload().unwrap().to_vec(),
-                        m.headers().unwrap().detach(),
-                    );
-                    copies.push(copy);
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
-                }
-                _ => {}
-            }
-        }
-        (copies, ends)
-    })
-    .await
-    .unwrap()
-}
-
-/// Produces a copy of every message of `topic` into its own partition: the duplicates an
-/// idempotent producer that was replaced while its messages were in flight leaves behind. The
-/// partition's offsets then count more messages than the log has events. Answers the ends.
-async fn duplicate_every_message(bootstrap: &str, topic: &'static str) -> Vec<(i32, i64)> {
-    let (copies, mut ends) = read_all(bootstrap, topic).await;
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    for (partition, key, payload, h) in copies {
-        producer
-            .send(
-                FutureRecord::to(topic).partition(partition).key(&key).payload(&payload).headers(h),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    for (_, end) in &mut ends {
-        *end *= 2;
-    }
-    ends
-}
 
 /// Polls `check` until it holds.
 async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
