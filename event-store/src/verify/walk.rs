@@ -56,8 +56,9 @@ type ChainRow = (i64, Uuid, i64, Uuid, String, i32, String, String, DateTime<Utc
 /// One stream head of the walk: stream id, version and head hash.
 type HeadRow = (Uuid, i64, Vec<u8>);
 
-/// Rows fetched from a cursor at a time.
-const FETCH: &str = "2000";
+/// The next page of each cursor (2,000 rows at a time).
+const FETCH_CHAIN: &str = "FETCH 2000 FROM chain";
+const FETCH_HEADS: &str = "FETCH 2000 FROM heads";
 
 /// The events of a slice in chain order, along the unique `(category, stream_id, version)` index.
 const CHAIN: &str = "DECLARE chain NO SCROLL CURSOR FOR \
@@ -87,8 +88,7 @@ impl Heads {
         if self.next.is_none() {
             self.next = self.page.next();
             if self.next.is_none() && !self.done {
-                let page: Vec<HeadRow> =
-                    sqlx::query_as(&format!("FETCH {FETCH} FROM heads")).fetch_all(&mut *conn).await?;
+                let page: Vec<HeadRow> = sqlx::query_as(FETCH_HEADS).fetch_all(&mut *conn).await?;
                 self.done = page.is_empty();
                 self.page = page.into_iter();
                 self.next = self.page.next();
@@ -149,9 +149,8 @@ pub(super) async fn walk(pool: PgPool, slice: Slice, progress: Arc<Progress>) ->
     let mut chain: Option<(Uuid, i64, Option<Vec<u8>>)> = None;
     let mut ticked = 0u64;
     let mut buf = Vec::with_capacity(1024);
-    let fetch = format!("FETCH {FETCH} FROM chain");
     loop {
-        let page: Vec<ChainRow> = sqlx::query_as(&fetch).fetch_all(&mut *tx).await?;
+        let page: Vec<ChainRow> = sqlx::query_as(FETCH_CHAIN).fetch_all(&mut *tx).await?;
         if page.is_empty() {
             break;
         }
