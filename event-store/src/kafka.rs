@@ -590,6 +590,20 @@ fn poll_loop(
 /// How often a consumer compares its assigned partitions' positions with their ends.
 const PAST_END_CHECK: Duration = Duration::from_secs(2);
 
+/// Moves `partition` of `topic` to `to` and logs `why` at warn level. A failure is the caller's to
+/// log: a partition that is not fetching yet (just assigned) cannot move, and is tried again.
+fn seek(
+    consumer: &Client,
+    topic: &str,
+    partition: i32,
+    to: Offset,
+    why: std::fmt::Arguments<'_>,
+) -> rdkafka::error::KafkaResult<()> {
+    consumer.seek(topic, partition, to, Duration::from_secs(5))?;
+    tracing::warn!(topic, partition, to = ?to, "{why}");
+    Ok(())
+}
+
 /// Rewinds every assigned partition whose next offset (the fetch position, or the committed
 /// offset before anything was fetched) lies past the partition's end. That happens after a
 /// broker lost messages: it came back empty and the topic was filled again from the start,
@@ -641,16 +655,12 @@ fn rewind_past_end(consumer: &Client) {
         if next <= end {
             continue;
         }
-        match consumer.seek(&topic, partition, Offset::Beginning, Duration::from_secs(5)) {
-            Ok(()) => tracing::warn!(
-                topic,
-                partition,
-                next,
-                end,
-                "the consumer's position is past the end of the partition (the broker lost messages): \
-                 reading it again from the beginning"
-            ),
-            Err(e) => tracing::warn!(topic, partition, error = %e, "cannot rewind a partition read past its end"),
+        let why = format_args!(
+            "the consumer's position {next} is past the end {end} of the partition (the broker lost messages): \
+             reading it again from the beginning"
+        );
+        if let Err(e) = seek(consumer, &topic, partition, Offset::Beginning, why) {
+            tracing::warn!(topic, partition, error = %e, "cannot rewind a partition read past its end");
         }
     }
 }
@@ -704,18 +714,12 @@ impl Incarnations {
         if incarnation(m) != Some(stored.incarnation) || m.offset() <= stored.next_offset {
             return false;
         }
-        let to = Offset::Offset(stored.next_offset);
-        match consumer.seek(m.topic(), m.partition(), to, Duration::from_secs(5)) {
-            Ok(()) => {
-                tracing::warn!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    position = m.offset(),
-                    stored = stored.next_offset,
-                    "the committed offset leads the stored progress: reading the partition from the stored offset"
-                );
-                true
-            }
+        let why = format_args!(
+            "the committed offset {} leads the stored progress: reading the partition from the stored offset",
+            m.offset()
+        );
+        match seek(consumer, m.topic(), m.partition(), Offset::Offset(stored.next_offset), why) {
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!(topic = m.topic(), partition = m.partition(), error = %e,
                     "cannot move a partition back to its stored offset");
@@ -753,14 +757,12 @@ impl Incarnations {
             }
         }
         for (topic, partition) in behind {
-            match consumer.seek(&topic, partition, Offset::Beginning, Duration::from_secs(5)) {
+            let why = format_args!(
+                "the partition's stored progress is of an older broker incarnation than {}: reading it from the beginning",
+                self.newest
+            );
+            match seek(consumer, &topic, partition, Offset::Beginning, why) {
                 Ok(()) => {
-                    tracing::warn!(
-                        topic,
-                        partition,
-                        incarnation = self.newest,
-                        "the partition's stored progress is of an older broker incarnation: reading it from the beginning"
-                    );
                     self.partitions.insert((topic, partition), self.newest);
                 }
                 // Not fetching yet (just assigned): the next check tries again.
@@ -795,16 +797,12 @@ impl Incarnations {
                 self.unchecked.remove(&key);
                 continue;
             }
-            match consumer.seek(topic, partition, Offset::Offset(stored.next_offset), Duration::from_secs(5)) {
+            let why = format_args!(
+                "the committed offset {at} leads the stored progress: reading the partition from the stored offset"
+            );
+            match seek(consumer, topic, partition, Offset::Offset(stored.next_offset), why) {
                 Ok(()) => {
                     self.unchecked.remove(&key);
-                    tracing::warn!(
-                        topic,
-                        partition,
-                        position = at,
-                        stored = stored.next_offset,
-                        "the committed offset leads the stored progress: reading the partition from the stored offset"
-                    );
                 }
                 Err(e) => tracing::debug!(topic, partition, error = %e, "cannot move a newly assigned partition yet"),
             }
@@ -830,16 +828,11 @@ impl Incarnations {
         if m.offset() == 0 {
             return false;
         }
-        match consumer.seek(m.topic(), m.partition(), Offset::Beginning, Duration::from_secs(5)) {
-            Ok(()) => {
-                tracing::warn!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    incarnation,
-                    "the broker re-created this partition: reading it again from the beginning"
-                );
-                true
-            }
+        let why = format_args!(
+            "the broker re-created this partition (incarnation {incarnation}): reading it again from the beginning"
+        );
+        match seek(consumer, m.topic(), m.partition(), Offset::Beginning, why) {
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!(topic = m.topic(), partition = m.partition(), error = %e,
                     "cannot rewind a re-created partition");
@@ -867,15 +860,13 @@ impl Incarnations {
             if *slot >= self.newest {
                 continue;
             }
-            match consumer.seek(&key.0, key.1, Offset::Beginning, Duration::from_secs(5)) {
+            let why = format_args!(
+                "the broker was re-created (incarnation {}) since this partition was read: reading it again from the beginning",
+                self.newest
+            );
+            match seek(consumer, &key.0, key.1, Offset::Beginning, why) {
                 Ok(()) => {
                     *slot = self.newest;
-                    tracing::warn!(
-                        topic = %key.0,
-                        partition = key.1,
-                        incarnation = self.newest,
-                        "the broker was re-created since this partition was read: reading it again from the beginning"
-                    );
                 }
                 // Not fetching yet (just assigned): the next check tries again.
                 Err(e) => tracing::debug!(topic = %key.0, partition = key.1, error = %e,
