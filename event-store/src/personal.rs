@@ -12,7 +12,7 @@
 //! and kept in `personal_data_dev_kek`, with a loud warning: production must set it. KEKs are
 //! never logged and `Debug` does not show them.
 
-mod seal;
+pub(crate) mod seal;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

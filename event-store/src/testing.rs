@@ -297,3 +297,10 @@ pub async fn duplicate_every_message(bootstrap: &str, topic: &'static str) -> Ve
     }
     ends
 }
+
+/// A sealed value (`{"sealed": "v2...."}`) spelled in the first stored format, the four members
+/// of `v1`, with the same nonce and ciphertext: what an event written before the compact format
+/// holds. `None` for a value that is not sealed.
+pub fn sealed_as_v1(value: &serde_json::Value) -> Option<serde_json::Value> {
+    crate::personal::seal::to_v1(&ordo_schemas::SealedField::from_value(value)?)
+}

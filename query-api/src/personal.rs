@@ -69,7 +69,7 @@ pub async fn reveal_events(
 /// revealed, and whether a sealed value read as `null` (its key destroyed, or it does not
 /// decrypt). A body without sealed values is returned as it is, without reading any key.
 pub(crate) async fn reveal_orders(personal: &PersonalData, body: &Bytes) -> Result<(Bytes, bool), Problem> {
-    if !body.windows(8).any(|w| w == b"\"enc\":\"v") {
+    if !ordo_schemas::personal::may_hold_sealed(body) {
         return Ok((body.clone(), false));
     }
     let mut erased = false;

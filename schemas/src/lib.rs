@@ -27,6 +27,6 @@ pub use events::{
     OrderEvent, OrderLine, ProductEvent, ProductListedV1, RejectedLine, StockAdjustmentReason,
 };
 pub use money::{Currency, Money, MoneyError};
-pub use personal::{personal_fields, Personal, SealedField};
+pub use personal::{personal_fields, Personal, SealedBody, SealedField};
 pub use status::{OrderStatus, ProductStatus};
 pub use values::{Address, CountryCode, Email, FieldError, InvalidValue, Sku};

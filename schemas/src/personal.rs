@@ -26,33 +26,152 @@ pub const PERSONAL_KEYWORD: &str = "x-personal";
 /// The payload member naming the data subject (a customer id) of an event with personal fields.
 pub const SUBJECT_FIELD: &str = "customer_id";
 
-/// The only format of [`SealedField`] so far.
+/// The first format of [`SealedField`], written until the compact one replaced it (ADR 0035):
+/// an object of four members, `{"enc": "v1", "kid": <key id>, "n": <nonce>, "ct": <ciphertext>}`.
 pub const SEALED_V1: &str = "v1";
 
-/// A personal field as stored: AES-256-GCM ciphertext under the data subject's key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// The current format of [`SealedField`]: an object of one member,
+/// `{"sealed": "v2.<key id>.<nonce, ciphertext and tag, base64url without padding>"}`.
+pub const SEALED_V2: &str = "v2";
+
+/// The one member of a sealed value in the current format.
+pub const SEALED_MEMBER: &str = "sealed";
+
+/// A personal field as stored: AES-256-GCM ciphertext under the data subject's key, in either
+/// format. Both read back the same way; only [`SEALED_V2`] is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedField {
-    /// Format of the sealed value: `v1`.
-    pub enc: String,
     /// Reference of the data subject's key.
     pub kid: Uuid,
+    /// The encrypted bytes, as the format spells them.
+    pub body: SealedBody,
+}
+
+/// The encrypted bytes of a [`SealedField`], in the text of their format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedBody {
+    /// [`SEALED_V1`]: the format named by `enc`, the 12-byte nonce `n` and the ciphertext
+    /// followed by its 16-byte tag `ct`, each standard base64 with padding.
+    V1 { enc: String, n: String, ct: String },
+    /// [`SEALED_V2`]: nonce, ciphertext and tag in one, base64url without padding.
+    V2(String),
+}
+
+/// A personal field as stored in the first format (`v1`), before the compact one.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SealedFieldV1 {
+    /// Format of the sealed value: `v1`.
+    enc: String,
+    /// Reference of the data subject's key.
+    kid: Uuid,
     /// The 12-byte nonce, standard base64 with padding.
-    pub n: String,
+    n: String,
     /// Ciphertext followed by the 16-byte tag, standard base64 with padding.
-    pub ct: String,
+    ct: String,
 }
 
 impl SealedField {
-    /// The sealed value in `value`, if it is one (an object with `enc`, `kid`, `n`, `ct`).
+    /// The sealed value in `value`, if it is one: `{"sealed": "v2.<kid>.<body>"}` or the four
+    /// members of `v1`.
     pub fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Object(m) if m.contains_key("enc") && m.contains_key("ct") => {
-                serde_json::from_value(value.clone()).ok()
-            }
-            _ => None,
+        let Value::Object(m) = value else { return None };
+        if m.len() == 1 {
+            let text = m.get(SEALED_MEMBER)?.as_str()?;
+            return Self::from_compact(text);
         }
+        if !(m.contains_key("enc") && m.contains_key("ct")) {
+            return None;
+        }
+        let v1: SealedFieldV1 = serde_json::from_value(value.clone()).ok()?;
+        Some(Self { kid: v1.kid, body: SealedBody::V1 { enc: v1.enc, n: v1.n, ct: v1.ct } })
     }
+
+    /// Whether `value` is sealed in the format written today ([`SEALED_V2`]).
+    pub fn is_current(value: &Value) -> bool {
+        matches!(Self::from_value(value), Some(Self { body: SealedBody::V2(_), .. }))
+    }
+
+    /// `v2.<kid>.<body>`, with the key id hyphenated in lower case and a non-empty base64url
+    /// body: the one spelling [`SealedField::compact`] writes, so a value reads back as stored.
+    fn from_compact(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix(SEALED_V2)?.strip_prefix('.')?;
+        let (kid, body) = rest.split_once('.')?;
+        let parsed = Uuid::try_parse(kid).ok()?;
+        let canonical = kid.len() == 36 && parsed.hyphenated().to_string() == kid;
+        let base64url = !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        (canonical && base64url).then(|| Self { kid: parsed, body: SealedBody::V2(body.to_owned()) })
+    }
+
+    /// The stored text of a [`SEALED_V2`] value: `v2.<kid>.<body>`.
+    pub fn compact(kid: Uuid, body: &str) -> String {
+        let mut out = String::with_capacity(SEALED_V2.len() + 38 + body.len());
+        out.push_str(SEALED_V2);
+        out.push('.');
+        out.push_str(kid.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        out.push('.');
+        out.push_str(body);
+        out
+    }
+
+    /// The value as stored.
+    pub fn to_value(&self) -> Value {
+        let mut m = serde_json::Map::with_capacity(4);
+        match &self.body {
+            SealedBody::V2(body) => {
+                m.insert(SEALED_MEMBER.to_owned(), Value::String(Self::compact(self.kid, body)));
+            }
+            SealedBody::V1 { enc, n, ct } => {
+                m.insert("enc".to_owned(), Value::String(enc.clone()));
+                m.insert("kid".to_owned(), Value::String(self.kid.to_string()));
+                m.insert("n".to_owned(), Value::String(n.clone()));
+                m.insert("ct".to_owned(), Value::String(ct.clone()));
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+impl Serialize for SealedField {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl JsonSchema for SealedField {
+    fn schema_name() -> Cow<'static, str> {
+        "SealedField".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let v1 = generator.subschema_for::<SealedFieldV1>();
+        schemars::json_schema!({
+            "description": "A personal field as stored: AES-256-GCM ciphertext under the data subject's key. \
+                            Written as `{\"sealed\": \"v2.<key id>.<nonce, ciphertext and tag, base64url without padding>\"}`; \
+                            values written before that format have four members (`v1`).",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        SEALED_MEMBER: {
+                            "type": "string",
+                            "pattern": "^v2\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\\.[A-Za-z0-9_-]+$"
+                        }
+                    },
+                    "required": [SEALED_MEMBER],
+                    "additionalProperties": false
+                },
+                v1
+            ]
+        })
+    }
+}
+
+/// Whether JSON text may hold a sealed value of either format: a test of the bytes, cheap enough
+/// to skip parsing a body that holds none. A clear string that spells a marker only costs a parse.
+pub fn may_hold_sealed(json: &[u8]) -> bool {
+    const MARKERS: [&[u8]; 2] = [b"\"sealed\":\"v", b"\"enc\":\"v"];
+    MARKERS.iter().any(|marker| json.windows(marker.len()).any(|w| w == *marker))
 }
 
 /// A personal value: known, still sealed (read without the key), or erased (the key is gone).
@@ -189,13 +308,47 @@ mod tests {
     }
 
     #[test]
+    fn only_the_spelling_the_store_writes_reads_as_a_compact_sealed_value() {
+        let kid = Uuid::new_v4();
+        let good = SealedField::compact(kid, "AAAA-_9");
+        let field = SealedField::from_value(&json!({ SEALED_MEMBER: good })).unwrap();
+        assert_eq!(field, SealedField { kid, body: SealedBody::V2("AAAA-_9".into()) });
+        for text in [
+            format!("v2.{}.AAAA", kid.to_string().to_uppercase()),
+            format!("v2.{}.AAAA", kid.simple()),
+            format!("v2.{kid}."),
+            format!("v2.{kid}.AA+/"),
+            format!("v3.{kid}.AAAA"),
+            format!("v2{kid}.AAAA"),
+        ] {
+            assert_eq!(SealedField::from_value(&json!({ SEALED_MEMBER: text })), None, "{text}");
+        }
+        assert_eq!(SealedField::from_value(&json!({ SEALED_MEMBER: good, "x": 1 })), None, "one member only");
+        assert_eq!(SealedField::from_value(&json!(good)), None, "a bare string is a value, not a sealed one");
+        let known: Personal<String> = serde_json::from_value(json!(good)).unwrap();
+        assert_eq!(known, Personal::Known(good));
+    }
+
+    #[test]
+    fn a_body_holding_a_sealed_value_of_either_format_is_noticed() {
+        let v2 = json!({"a": {"sealed": SealedField::compact(Uuid::nil(), "AAAA")}}).to_string();
+        let v1 = json!({"a": {"enc": "v1", "kid": Uuid::nil(), "n": "AAAA", "ct": "BBBB"}}).to_string();
+        assert!(may_hold_sealed(v2.as_bytes()) && may_hold_sealed(v1.as_bytes()));
+        assert!(!may_hold_sealed(json!({"a": "Ada", "sealed": true}).to_string().as_bytes()));
+    }
+
+    #[test]
     fn a_personal_value_reads_as_known_sealed_or_erased() {
         let known: Personal<String> = serde_json::from_value(json!("Ada")).unwrap();
         assert_eq!(known, Personal::Known("Ada".to_owned()));
-        let sealed = json!({"enc": "v1", "kid": Uuid::nil(), "n": "AAAA", "ct": "BBBB"});
-        let read: Personal<String> = serde_json::from_value(sealed.clone()).unwrap();
-        assert!(matches!(read, Personal::Sealed(_)));
-        assert_eq!(serde_json::to_value(&read).unwrap(), sealed);
+        for sealed in [
+            json!({"sealed": format!("v2.{}.AAAA-_9", Uuid::nil())}),
+            json!({"enc": "v1", "kid": Uuid::nil(), "n": "AAAA", "ct": "BBBB"}),
+        ] {
+            let read: Personal<String> = serde_json::from_value(sealed.clone()).unwrap();
+            assert!(matches!(read, Personal::Sealed(_)), "{sealed}");
+            assert_eq!(serde_json::to_value(&read).unwrap(), sealed, "reads back as stored");
+        }
         let erased: Personal<String> = serde_json::from_value(Value::Null).unwrap();
         assert!(erased.is_erased());
         assert_eq!(serde_json::to_value(&erased).unwrap(), Value::Null);

@@ -123,5 +123,5 @@ async fn after_an_erasure_over_http_nothing_ordo_serves_stores_or_publishes_hold
         assert!(!replay.contains(secret.as_str()), "{secret} in ordo replay: {replay}");
         assert!(!exports.iter().any(|e| e.contains(secret.as_str())), "{secret} in ordo export");
     }
-    assert!(messages.iter().any(|m| m.contains("\"enc\":\"v1\"")), "the messages carry the sealed values");
+    assert!(messages.iter().any(|m| m.contains("{\"sealed\":\"v2.")), "the messages carry the sealed values");
 }

@@ -364,7 +364,7 @@ async fn replay_shows_a_drifted_personal_field_in_clear_until_the_erasure_and_as
         assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
         let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!printed.contains(&line1), "{printed}");
-        assert!(!printed.contains("\"enc\""), "erased, not shown sealed: {printed}");
+        assert!(!printed.contains("\"sealed\""), "erased, not shown sealed: {printed}");
     }
     let t = tables(&json_out(&ordo(&db, &["replay", "--projection", "orders", "--json"])));
     assert_eq!(t["rm_orders"]["different"][0]["columns"]["shipping_address"]["replay"], Value::Null);

@@ -164,7 +164,7 @@ async fn an_export_holds_ciphertext_that_verify_export_accepts_and_decrypt_revea
     let plain = ordo(&db, &["export"]);
     assert!(plain.status.success());
     let text = String::from_utf8_lossy(&plain.stdout);
-    assert!(!text.contains(&email) && text.contains("\"enc\":\"v1\""), "{text}");
+    assert!(!text.contains(&email) && text.contains("{\"sealed\":\"v2."), "{text}");
     let file = std::env::temp_dir().join(format!("ordo-export-{}.jsonl", uuid::Uuid::new_v4().simple()));
     std::fs::write(&file, &plain.stdout).unwrap();
     let checked = ordo(&db, &["verify-export", &file.to_string_lossy()]);

@@ -3,9 +3,9 @@
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use ordo_schemas::personal::SEALED_V1;
+use ordo_schemas::personal::{SealedBody, SEALED_MEMBER, SEALED_V1};
 use ordo_schemas::{SealedField, StreamCategory};
 use serde_json::Value;
 use uuid::Uuid;
@@ -57,36 +57,57 @@ impl SecretKey {
 /// Where a personal field sits: the associated data of its ciphertext, so a ciphertext moved to
 /// another field or stream does not decrypt. The event is not part of it, so a read model that
 /// keeps the sealed value (the order's address) can have it revealed knowing only its stream.
+/// The same in both stored formats: they differ only in how they spell the bytes.
 pub(crate) fn field_aad(category: StreamCategory, stream_id: Uuid, field: &str) -> Vec<u8> {
-    format!("ordo-personal/{SEALED_V1}|{}|{stream_id}|{field}", category.as_str()).into_bytes()
+    format!("ordo-personal/v1|{}|{stream_id}|{field}", category.as_str()).into_bytes()
 }
 
-/// Seals the JSON value of one field under the subject's key `kid`.
+/// Seals the JSON value of one field under the subject's key `kid`, in the compact format:
+/// `{"sealed": "v2.<kid>.<nonce, ciphertext and tag, base64url>"}` (ADR 0035).
 pub(crate) fn seal_value(key: &SecretKey, kid: Uuid, value: &Value, aad: &[u8]) -> Value {
     let plain = serde_json::to_vec(value).unwrap_or_default();
-    let sealed = key.seal(&plain, aad);
-    let (nonce, ct) = sealed.split_at(12);
-    let mut field = serde_json::Map::with_capacity(4);
-    field.insert("enc".to_owned(), Value::String(SEALED_V1.to_owned()));
-    field.insert("kid".to_owned(), Value::String(kid.to_string()));
-    field.insert("n".to_owned(), Value::String(STANDARD.encode(nonce)));
-    field.insert("ct".to_owned(), Value::String(STANDARD.encode(ct)));
+    let body = URL_SAFE_NO_PAD.encode(key.seal(&plain, aad));
+    let mut field = serde_json::Map::with_capacity(1);
+    field.insert(SEALED_MEMBER.to_owned(), Value::String(SealedField::compact(kid, &body)));
     Value::Object(field)
 }
 
-/// The JSON value inside a sealed field, or `None` when it does not decrypt (wrong key, altered
-/// ciphertext, moved field, unknown format).
+/// The JSON value inside a sealed field of either format, or `None` when it does not decrypt
+/// (wrong key, altered ciphertext, moved field, unknown format).
 pub(crate) fn open_value(key: &SecretKey, field: &SealedField, aad: &[u8]) -> Option<Value> {
-    if field.enc != SEALED_V1 {
-        return None;
-    }
-    let mut sealed = STANDARD.decode(&field.n).ok()?;
-    if sealed.len() != 12 {
-        return None;
-    }
-    sealed.extend(STANDARD.decode(&field.ct).ok()?);
+    let sealed = match &field.body {
+        SealedBody::V2(body) => URL_SAFE_NO_PAD.decode(body).ok()?,
+        SealedBody::V1 { enc, n, ct } => {
+            if enc != SEALED_V1 {
+                return None;
+            }
+            let mut sealed = STANDARD.decode(n).ok()?;
+            if sealed.len() != 12 {
+                return None;
+            }
+            sealed.extend(STANDARD.decode(ct).ok()?);
+            sealed
+        }
+    };
     let plain = key.open(&sealed, aad)?;
     serde_json::from_slice(&plain).ok()
+}
+
+/// The same sealed value spelled in the first format (`v1`): what events written before the
+/// compact format hold. For tests that show those still read and verify.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn to_v1(field: &SealedField) -> Option<Value> {
+    let SealedBody::V2(body) = &field.body else { return Some(field.to_value()) };
+    let bytes = URL_SAFE_NO_PAD.decode(body).ok()?;
+    if bytes.len() < 12 {
+        return None;
+    }
+    let (n, ct) = bytes.split_at(12);
+    let v1 = SealedField {
+        kid: field.kid,
+        body: SealedBody::V1 { enc: SEALED_V1.to_owned(), n: STANDARD.encode(n), ct: STANDARD.encode(ct) },
+    };
+    Some(v1.to_value())
 }
 
 #[cfg(test)]
@@ -107,8 +128,12 @@ mod tests {
         let sealed = seal_value(&k, kid, &json!("ada@example.com"), &aad);
         let field = SealedField::from_value(&sealed).unwrap();
         assert_eq!(field.kid, kid);
+        assert!(matches!(field.body, SealedBody::V2(_)), "written compact: {sealed}");
         assert!(!sealed.to_string().contains("ada"));
         assert_eq!(open_value(&k, &field, &aad), Some(json!("ada@example.com")));
+        let v1 = SealedField::from_value(&to_v1(&field).unwrap()).unwrap();
+        assert!(matches!(v1.body, SealedBody::V1 { .. }));
+        assert_eq!(open_value(&k, &v1, &aad), Some(json!("ada@example.com")), "the first format opens too");
         assert_eq!(open_value(&other, &field, &aad), None);
         let moved = field_aad(StreamCategory::Customer, Uuid::nil(), "name");
         assert_eq!(open_value(&k, &field, &moved), None);
@@ -122,9 +147,10 @@ mod tests {
         let b = seal_value(&k, Uuid::nil(), &json!("x"), aad);
         assert_ne!(a, b);
         let mut field = SealedField::from_value(&a).unwrap();
-        let mut ct = STANDARD.decode(&field.ct).unwrap();
-        ct[0] ^= 1;
-        field.ct = STANDARD.encode(ct);
+        let SealedBody::V2(body) = &field.body else { panic!("compact") };
+        let mut bytes = URL_SAFE_NO_PAD.decode(body).unwrap();
+        bytes[20] ^= 1;
+        field.body = SealedBody::V2(URL_SAFE_NO_PAD.encode(bytes));
         assert_eq!(open_value(&k, &field, aad), None);
     }
 

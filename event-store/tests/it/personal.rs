@@ -1,7 +1,7 @@
 //! Personal fields sealed under per-customer keys: what is stored, what reads back, erasure,
 //! re-erasure after a restore, KEK rotation and tampering.
 
-use ordo_event_store::testing::TestDb;
+use ordo_event_store::testing::{sealed_as_v1, TestDb};
 use ordo_event_store::verify::{prove_digest, verify, LinkProblem};
 use ordo_event_store::{AppendError, ExpectedVersion, NewEvent, StreamRef};
 use ordo_schemas::{Actor, EventMetadata, StreamCategory};
@@ -97,7 +97,8 @@ async fn personal_fields_are_stored_sealed_and_read_back_with_the_key() {
     let mut events = store.read_stream(customer, 1).await.unwrap();
     let stored = &events[0].data;
     for field in ["name", "email", "shipping_address"] {
-        assert_eq!(stored[field]["enc"], "v1", "{field} sealed: {stored}");
+        let text = stored[field]["sealed"].as_str().unwrap_or_default();
+        assert!(text.starts_with("v2."), "{field} sealed in the compact format: {stored}");
     }
     assert_eq!(stored["customer_id"], json!(customer.id), "the subject stays in clear");
     assert!(tables_containing(&db.pool, &email).await.is_empty(), "no table holds the email in clear");
@@ -110,6 +111,37 @@ async fn personal_fields_are_stored_sealed_and_read_back_with_the_key() {
     assert_eq!(orders[0].data["total"]["amount_minor"], 1000, "figures stay in clear");
     store.personal().reveal_recorded(&mut orders).await.unwrap();
     assert_eq!(orders[0].data["shipping_address"], address());
+    assert!(verify(&db.pool, None, None).await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn fields_sealed_in_the_first_format_still_read_verify_and_erase() {
+    let db = TestDb::new().await;
+    let email = unique_email();
+    let (customer, _) = customer_with_order(&db, &email).await;
+    let store = db.store();
+    // An event as written before the compact format: the same ciphertexts, spelled as `v1`
+    // objects. Already sealed, the store keeps them as they are.
+    let mut old = store.read_stream(customer, 1).await.unwrap().remove(0).data;
+    for field in ["name", "email", "shipping_address"] {
+        old[field] = sealed_as_v1(&old[field]).unwrap();
+    }
+    let event = NewEvent { data: old.clone(), ..registered(customer.id, "unused@example.com") };
+    store.append(customer, ExpectedVersion::Exact(1), vec![event]).await.unwrap();
+
+    let mut events = store.read_stream(customer, 1).await.unwrap();
+    assert_eq!(events[1].data, old, "stored as written");
+    assert_eq!(events[1].data["email"]["enc"], "v1");
+    assert!(verify(&db.pool, None, None).await.unwrap().ok, "the first format verifies");
+    store.personal().reveal_recorded(&mut events).await.unwrap();
+    assert_eq!(events[0].data, events[1].data, "both formats read back the same");
+    assert_eq!(events[1].data["email"], json!(email));
+    assert_eq!(events[1].data["shipping_address"], address());
+
+    store.personal().erase(customer.id).await.unwrap();
+    let mut events = store.read_stream(customer, 1).await.unwrap();
+    store.personal().reveal_recorded(&mut events).await.unwrap();
+    assert_eq!(events[1].data["email"], Value::Null, "erased in the first format too");
     assert!(verify(&db.pool, None, None).await.unwrap().ok);
 }
 
