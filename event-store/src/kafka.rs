@@ -403,7 +403,10 @@ impl EventConsumer {
             .set("fetch.wait.max.ms", "50")
             // A subscribed topic created after the group was joined (the relay re-creating topics
             // on a broker that came back empty) is found within 5 s, not librdkafka's 5 min.
-            .set("topic.metadata.refresh.interval.ms", "5000");
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            // The partitions' high watermarks as fetched, for the check of positions past the
+            // end (`rewind_past_end`).
+            .set("statistics.interval.ms", "1000");
         environment_properties().apply(&mut config);
         for (k, v) in &settings.extra {
             config.set(k, v);
@@ -472,23 +475,59 @@ type Pending = HashMap<(String, i32), i64>;
 /// The client an [`EventConsumer`] polls.
 type Client = BaseConsumer<Assignments>;
 
-/// The partitions the group assigned since the polling thread last looked (filled by
-/// librdkafka's rebalance callback, which runs on that thread inside `poll`).
+/// The consumer's context: the partitions the group assigned since the polling thread last
+/// looked (filled by librdkafka's rebalance callback, which runs on that thread inside `poll`),
+/// and each partition's position beside the high watermark the broker's fetch responses
+/// reported, as librdkafka's latest statistics (served by the same `poll`) show them.
 #[derive(Clone, Default)]
-struct Assignments(Arc<Mutex<Vec<(String, i32)>>>);
+struct Assignments {
+    assigned: Arc<Mutex<Vec<(String, i32)>>>,
+    fetched: Arc<Mutex<HashMap<(String, i32), Fetched>>>,
+}
+
+/// One partition in librdkafka's latest statistics: both figures come from the same moment.
+#[derive(Clone, Copy, Debug)]
+struct Fetched {
+    /// The offset after the last message handed to the application, or else the next offset
+    /// to fetch.
+    position: i64,
+    /// The high watermark in the broker's latest fetch response.
+    high_watermark: i64,
+}
 
 impl Assignments {
     fn take(&self) -> Vec<(String, i32)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        std::mem::take(&mut *self.assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// `partition` of `topic` in the latest statistics, once the broker answered a fetch of it.
+    fn fetched(&self, topic: &str, partition: i32) -> Option<Fetched> {
+        let fetched = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fetched.get(&(topic.to_owned(), partition)).copied()
     }
 }
 
-impl ClientContext for Assignments {}
+impl ClientContext for Assignments {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut fetched = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fetched.clear();
+        for (name, topic) in statistics.topics {
+            // librdkafka reports -1001 (invalid) for what it does not know yet.
+            for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.hi_offset >= 0) {
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
+                if position >= 0 {
+                    let at = Fetched { position, high_watermark: p.hi_offset };
+                    fetched.insert((name.clone(), p.partition), at);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Assignments {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
-            let mut new = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut new = self.assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             new.extend(assigned.elements().iter().map(|p| (p.topic().to_owned(), p.partition())));
         }
     }
@@ -653,6 +692,15 @@ fn rewind_past_end(consumer: &Client) {
     for ((topic, partition), next) in next {
         let Some(end) = offset_in(&ends, &topic, partition) else { continue };
         if next <= end {
+            continue;
+        }
+        // Some brokers answer the lookup with the start of the partition's newest record batch
+        // (plus one) rather than its end, so a position at the true end reads as past it. The
+        // high watermark of the fetch responses is the end the broker serves from, and the
+        // statistics show it beside the position of the same moment: within it, the position
+        // was not past the end. After a loss the broker's fetch responses report its new, lower
+        // end while the position still counts in the old log, so the partition is moved back.
+        if consumer.context().fetched(&topic, partition).is_some_and(|f| f.position <= f.high_watermark) {
             continue;
         }
         let why = format_args!(

@@ -520,3 +520,45 @@ async fn kafka_messages_carry_personal_fields_sealed_and_no_clear_value() {
     assert!(ordo_schemas::SealedField::is_current(&message.data["email"]), "{text}");
     relay.stop().await;
 }
+
+/// A consumer that read the relay's partitions to their ends keeps still while nothing new
+/// comes. It checks every few seconds whether its position lies past a partition's end (the
+/// sign of a broker that lost messages), and a broker may answer "where does it end" with less
+/// than it serves (nisshi: the start of the newest record batch, plus one). Taken for a loss,
+/// that answer made consumers read whole partitions again, every check, for as long as they
+/// were idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_at_the_end_of_the_relays_partitions_does_not_read_them_again_while_idle() {
+    use rdkafka::Message;
+
+    let db = TestDb::new().await;
+    let broker = Broker::start().await;
+    let relay = spawn_relay(db.store(), config(&broker, 500));
+    let want = append_concurrently(&db.store(), 3000, 64, 8).await;
+    let settings = ConsumerSettings::new(broker.bootstrap(), format!("idle-{}", Uuid::new_v4()), &kafka::topics());
+    let mut consumer = EventConsumer::start(settings).expect("consumer");
+    let mut deliveries: HashMap<(String, i32, i64), usize> = HashMap::new();
+    let mut ids = HashSet::new();
+    let mut until = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut all_read = false;
+    loop {
+        match tokio::time::timeout_at(until, consumer.recv()).await {
+            Ok(Some(m)) => {
+                *deliveries.entry((m.topic().to_owned(), m.partition(), m.offset())).or_default() += 1;
+                ids.insert(kafka::decode(&m).expect("an envelope").metadata.metadata.event_id);
+                if !all_read && want.is_subset(&ids) {
+                    // then three of the consumer's checks against the partitions' ends
+                    all_read = true;
+                    until = tokio::time::Instant::now() + Duration::from_secs(7);
+                }
+            }
+            Ok(None) => panic!("the consumer stopped"),
+            Err(_) => break,
+        }
+    }
+    consumer.shutdown().await;
+    relay.stop().await;
+    assert!(all_read, "{} of {} events arrived", ids.len(), want.len());
+    let again = deliveries.values().filter(|n| **n > 1).count();
+    assert_eq!(again, 0, "{again} of {} messages were delivered more than once", deliveries.len());
+}
