@@ -256,34 +256,72 @@ impl Stack {
         cmd.spawn().unwrap_or_else(|e| panic!("start {} from {:?}: {e}", s.binary(), bin_dir()))
     }
 
-    /// Starts (or restarts) the main instance of one process and waits for its readiness.
+    /// Starts (or restarts) the main instance of one process and waits for its readiness. A
+    /// process that exits because its address was taken meanwhile (the port was probed free,
+    /// then another test's listener or connection took it) starts again on a new free port, up
+    /// to three times.
     pub async fn start_service(&mut self, s: Service) {
-        let addr = self.addr(s);
-        let mut child = self.spawn(s, &addr);
-        self.wait_ready(s, &addr, &mut child).await;
-        self.running.insert(s, child);
+        for attempt in 1..=3 {
+            let addr = self.addr(s);
+            let mut child = self.spawn(s, &addr);
+            match self.wait_ready(s, &addr, &mut child).await {
+                Ready::Yes => {
+                    self.running.insert(s, child);
+                    return;
+                }
+                Ready::AddressTaken if attempt < 3 => self.move_to_free_port(s),
+                Ready::AddressTaken => panic!("{} found its address taken three times", s.binary()),
+            }
+        }
+    }
+
+    fn move_to_free_port(&mut self, s: Service) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        match s {
+            Service::CommandApi => self.command_url = addr,
+            Service::QueryApi => self.query_url = addr,
+            other => {
+                self.ops.insert(other, addr);
+            }
+        }
     }
 
     /// Starts another replica of `s` on a free address of its own (same database, broker,
     /// consumer group and relay name as the main instance) and waits for its readiness.
     pub async fn start_extra(&mut self, s: Service) -> Extra {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = self.spawn(s, &addr);
-        self.wait_ready(s, &addr, &mut child).await;
-        Extra { service: s, addr, child: Some(child) }
+        for _ in 0..3 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut child = self.spawn(s, &addr);
+            if self.wait_ready(s, &addr, &mut child).await == Ready::Yes {
+                return Extra { service: s, addr, child: Some(child) };
+            }
+        }
+        panic!("{} found its address taken three times", s.binary())
     }
 
-    async fn wait_ready(&self, s: Service, addr: &str, child: &mut Child) {
+    /// Waits until the process answers `/readyz` and is still running a moment later: another
+    /// server that holds the address could answer for a process that fails to bind it and
+    /// exits. Answers [`Ready::AddressTaken`] when the process exited saying its address is in
+    /// use; panics on any other exit, or after 60 s.
+    async fn wait_ready(&self, s: Service, addr: &str, child: &mut Child) -> Ready {
         let url = format!("http://{addr}/readyz");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.http.get(&url).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{} exited with {status} before it was ready (logs in {:?})", s.binary(), self.log_dir);
+                let log = std::fs::read_to_string(self.log_dir.join(format!("{}-{}.log", s.binary(), self.instance)))
+                    .unwrap_or_default();
+                if log.contains("Address already in use") {
+                    return Ready::AddressTaken;
+                }
+                panic!("{} exited with {status} before it was ready (logs in {:?}):\n{log}", s.binary(), self.log_dir);
+            }
+            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                // A process that cannot bind exits within milliseconds of trying.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if child.try_wait().is_ok_and(|exited| exited.is_none()) {
+                    return Ready::Yes;
+                }
+                continue;
             }
             assert!(Instant::now() < deadline, "{} not ready (logs in {:?})", s.binary(), self.log_dir);
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -462,6 +500,15 @@ pub async fn restart_postgres() -> Duration {
         assert!(Instant::now() < deadline, "postgres did not come back within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How a process started by [`Stack`] came up.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    /// It answers `/readyz` and keeps running.
+    Yes,
+    /// It exited because its address was in use.
+    AddressTaken,
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
