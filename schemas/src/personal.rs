@@ -98,7 +98,8 @@ impl SealedField {
         let rest = text.strip_prefix(SEALED_V2)?.strip_prefix('.')?;
         let (kid, body) = rest.split_once('.')?;
         let parsed = Uuid::try_parse(kid).ok()?;
-        let canonical = kid.len() == 36 && parsed.hyphenated().to_string() == kid;
+        // 36 characters is the hyphenated form; lower case is the one `compact` writes.
+        let canonical = kid.len() == 36 && !kid.bytes().any(|b| b.is_ascii_uppercase());
         let base64url = !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         (canonical && base64url).then(|| Self { kid: parsed, body: SealedBody::V2(body.to_owned()) })
     }
