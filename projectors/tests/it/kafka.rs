@@ -6,7 +6,7 @@ use ordo_domain::Order;
 use ordo_event_store::kafka::{producer_config, topics};
 use ordo_event_store::relay::{Relay, RelayConfig};
 use ordo_event_store::signing::SigningKey;
-use ordo_event_store::testing::{duplicate_every_message, read_all, Broker, TestDb};
+use ordo_event_store::testing::{duplicate_every_message, read_all, until, Broker, TestDb};
 use ordo_projectors::consumer::{run_consumer, ConsumerOptions};
 use ordo_projectors::testing::{diff_against_fold, exec, snapshot, wait_caught_up, Workload};
 use ordo_projectors::{projection_status, retry_parked, Projector, Target};
@@ -63,18 +63,6 @@ async fn offsets_total(pool: &sqlx::PgPool, group: &str) -> i64 {
         .unwrap()
 }
 
-async fn poll<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_projection_through_the_broker_equals_the_fold_and_redelivery_changes_nothing() {
     let db = db().await;
@@ -96,7 +84,7 @@ async fn the_live_projection_through_the_broker_equals_the_fold_and_redelivery_c
 
     // a second group reads every message again from the start
     let (stop, task) = consumer(&db, stack.broker.bootstrap(), "redelivery", 7);
-    poll("the redelivery group to read everything", Duration::from_secs(60), || async {
+    until("the redelivery group to read everything", Duration::from_secs(60), || async {
         offsets_total(&db.pool, "redelivery").await >= consumed
     })
     .await;
@@ -179,7 +167,7 @@ async fn a_projector_aborted_mid_batch_and_restarted_ends_equal_to_the_fold() {
             w
         })
     };
-    poll("some batches to commit", Duration::from_secs(60), || async {
+    until("some batches to commit", Duration::from_secs(60), || async {
         let n: Option<i64> = sqlx::query_scalar("SELECT sum(events_applied)::bigint FROM projection_state")
             .fetch_one(&db.pool)
             .await
@@ -226,7 +214,7 @@ async fn a_poison_message_parks_only_its_stream_and_retry_parked_applies_it_from
         w.order(&store, n).await;
     }
 
-    poll("the victim's next event to be held back", Duration::from_secs(60), || async {
+    until("the victim's next event to be held back", Duration::from_secs(60), || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE kind = 'parked' AND stream_id = $1")
             .bind(victim)
             .fetch_one(&db.pool)
@@ -236,7 +224,7 @@ async fn a_poison_message_parks_only_its_stream_and_retry_parked_applies_it_from
     })
     .await;
     let others = Workload { orders: w.orders[1..].to_vec(), ..w.clone() };
-    poll("the other streams to keep up", Duration::from_secs(60), || async {
+    until("the other streams to keep up", Duration::from_secs(60), || async {
         diff_against_fold(&db.pool, &others).await.is_empty()
     })
     .await;
@@ -344,7 +332,7 @@ async fn a_projector_started_after_the_broker_came_back_empty_is_not_misled_by_a
         w.order(&store, n).await;
     }
     let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(&db.pool).await.unwrap();
-    poll("the relay to publish the whole log again", Duration::from_secs(90), || async {
+    until("the relay to publish the whole log again", Duration::from_secs(90), || async {
         let (i, at): (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT max(incarnation) FROM relay_incarnations), \
                     (SELECT position FROM checkpoints WHERE name = 'relay')",

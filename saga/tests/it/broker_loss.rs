@@ -1,28 +1,15 @@
 //! The broker comes back empty (ADR 0021): a saga process started afterwards must not be misled
 //! by a late commit of the old log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ordo_domain::OrderStatus;
 use ordo_event_store::kafka;
-use ordo_event_store::testing::{duplicate_every_message, read_all};
+use ordo_event_store::testing::{duplicate_every_message, read_all, until};
 use ordo_schemas::{StreamCategory, StreamRef};
 use uuid::Uuid;
 
 use crate::World;
-
-/// Polls `check` until it holds.
-async fn poll<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The saga's stored offsets of `group` in `ordo.orders`: (partition, next offset, incarnation).
 async fn stored(world: &World, group: &str) -> Vec<(i32, i64, i64)> {
@@ -39,7 +26,7 @@ async fn stored(world: &World, group: &str) -> Vec<(i32, i64, i64)> {
 /// Waits until the relay published every event of the log in incarnation `incarnation` or later.
 async fn relay_caught_up(world: &World, incarnation: i64) {
     let last: i64 = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(&world.db.pool).await.unwrap();
-    poll("the relay to publish the whole log", Duration::from_secs(90), move || async move {
+    until("the relay to publish the whole log", Duration::from_secs(90), move || async move {
         let (i, at): (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT max(incarnation) FROM relay_incarnations), \
                     (SELECT position FROM checkpoints WHERE name = 'relay')",
@@ -85,7 +72,7 @@ async fn a_saga_started_after_the_broker_came_back_empty_decides_every_order_des
     let ends = duplicate_every_message(&world.broker.bootstrap(), orders_topic).await;
     let expected: Vec<(i32, i64, i64)> = ends.iter().filter(|(_, e)| *e > 0).map(|(p, e)| (*p, *e, 1)).collect();
     let (w, want) = (&world, &expected);
-    poll("the saga to read the duplicates", Duration::from_secs(60), move || async move {
+    until("the saga to read the duplicates", Duration::from_secs(60), move || async move {
         stored(w, "saga").await == *want
     })
     .await;
@@ -130,7 +117,7 @@ async fn a_saga_started_after_the_broker_came_back_empty_decides_every_order_des
     relay_caught_up(&world, 2).await;
     let (_, final_ends) = read_all(&world.broker.bootstrap(), orders_topic).await;
     let (w, ends) = (&world, &final_ends);
-    poll("the saga to read every partition to its end", Duration::from_secs(60), move || async move {
+    until("the saga to read every partition to its end", Duration::from_secs(60), move || async move {
         let now = stored(w, "saga").await;
         ends.iter().filter(|(_, e)| *e > 0).all(|(p, e)| now.iter().any(|s| s.0 == *p && s.1 >= *e && s.2 == 2))
     })
